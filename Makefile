@@ -1,0 +1,57 @@
+# jarvis developer commands. CI runs `bash .ci/run`, which calls `make test` verbatim.
+# Every target builds .venv from scratch when it is missing or pyproject.toml changed.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# Tests, the demo and benchmarks never reach a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test lint format check snapshots demo bench clean
+
+# Create the virtualenv and install jarvis (editable) with its dev and eval extras.
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev,eval]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Run the whole test suite (real mlx-lm training and generation on a tiny CPU model).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Lint, format check and strict type check.
+lint: $(STAMP)
+	$(BIN)/ruff check jarvis tests benchmarks
+	$(BIN)/ruff format --check jarvis tests benchmarks
+	$(BIN)/mypy
+
+# Rewrite files with ruff's formatter and autofixes.
+format: $(STAMP)
+	$(BIN)/ruff format jarvis tests benchmarks
+	$(BIN)/ruff check --fix jarvis tests benchmarks
+
+# Everything CI could ask for: lint, the lock check, then the tests.
+check: lint test
+	$(BIN)/jarvis contract check
+
+# Re-record every prompt snapshot after an intended change (then review the git diff).
+snapshots: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_snapshots.py --snapshot-update
+
+# The main job end to end on the bundled example data and a tiny offline model.
+demo: $(STAMP)
+	$(BIN)/python -m jarvis.demo
+
+# Benchmarks: each compares against a baseline measured in the same process and prints the ratio.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

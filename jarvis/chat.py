@@ -1,0 +1,117 @@
+"""Chat templates: apply a tokenizer's template exactly as mlx-lm does, without importing mlx.
+
+mlx-lm's `TokenizerWrapper.apply_chat_template` silently passes
+`enable_thinking=<tokenizer has think tokens>`; training (`tuner/datasets.py`) and serving
+both go through it. `apply_chat_template` here passes the same value, so a raw
+`transformers` tokenizer renders byte-identical prompts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from jarvis.errors import ModelError
+
+# The marker pairs mlx-lm 0.32 uses to decide `has_thinking` (tokenizer_utils._infer_thinking).
+_THINK_PAIRS = (
+    ("<think>", "</think>"),
+    ("<longcat_think>", "</longcat_think>"),
+    ("<|think:start|>", "<|think:end|>"),
+    ("<|channel>", "<channel|>"),
+)
+_XTML = ("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>")
+
+Messages = Sequence[Mapping[str, str]]
+
+
+def has_thinking(tokenizer: Any) -> bool:
+    """Return mlx-lm's default for `enable_thinking` with this tokenizer."""
+    if hasattr(tokenizer, "has_thinking"):
+        return bool(tokenizer.has_thinking)
+    vocab = tokenizer.get_vocab()
+    if any(a in vocab and b in vocab for a, b in _THINK_PAIRS):
+        return True
+    return all(t in vocab for t in _XTML)
+
+
+def apply_chat_template(
+    tokenizer: Any,
+    messages: Messages,
+    *,
+    add_generation_prompt: bool,
+    tokenize: bool = False,
+    enable_thinking: bool | None = None,
+) -> Any:
+    """Render `messages` through the tokenizer's chat template as mlx-lm would.
+
+    Args:
+        tokenizer: a `transformers` tokenizer or an mlx-lm `TokenizerWrapper`.
+        messages: `{"role", "content"}` dicts.
+        add_generation_prompt: append the assistant header (runtime prompts).
+        tokenize: return token ids instead of a string.
+        enable_thinking: override mlx-lm's default (`has_thinking(tokenizer)`).
+
+    Returns:
+        The rendered string, or a list of token ids.
+
+    Raises:
+        ModelError: the tokenizer has no chat template.
+    """
+    thinking = has_thinking(tokenizer) if enable_thinking is None else enable_thinking
+    try:
+        out = tokenizer.apply_chat_template(
+            [dict(m) for m in messages],
+            add_generation_prompt=add_generation_prompt,
+            tokenize=tokenize,
+            enable_thinking=thinking,
+            **({"return_dict": False} if tokenize else {}),
+        )
+    except ValueError as exc:
+        raise ModelError(f"cannot apply the chat template: {exc}") from exc
+    return list(out) if tokenize else out
+
+
+def chatml(messages: Messages, *, add_generation_prompt: bool) -> str:
+    """Render messages as plain ChatML (Qwen-style), with no tokenizer.
+
+    Used for snapshots and `--dry-run` without a model.
+    """
+    out = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return out + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """Load a tokenizer (a model or tokenizer folder, or a hub id) without importing mlx.
+
+    Raises:
+        ModelError: it cannot be loaded.
+    """
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(os.fspath(path))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load a tokenizer: {exc}") from exc
+
+
+def special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Return every special token string of a tokenizer (added tokens marked special)."""
+    inner = getattr(tokenizer, "_tokenizer", tokenizer)
+    found: set[str] = set(getattr(inner, "all_special_tokens", []) or [])
+    decoder: Mapping[int, Any] = getattr(inner, "added_tokens_decoder", {}) or {}
+    for added in decoder.values():
+        if getattr(added, "special", False):
+            found.add(str(added.content))
+    return tuple(sorted(t for t in found if t))
+
+
+def token_prefix_divergence(prefix: Iterable[int], full: Sequence[int]) -> int | None:
+    """Return the first index where `prefix` is not a prefix of `full`, or None if it is."""
+    prefix = list(prefix)
+    for i, tok in enumerate(prefix):
+        if i >= len(full) or full[i] != tok:
+            return i
+    return None

@@ -1,0 +1,66 @@
+"""The render path: values are data, special-token policy, escape, tokenizer tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from contract_root import copy_root
+from jarvis import build_simple_reply_prompt, render_example
+from jarvis.errors import RecordError, SpecialTokenError
+from jarvis.render import CONTROL_STRINGS, ESCAPE_MARK, SpecialTokenPolicy
+
+
+def test_values_are_never_rendered_as_templates() -> None:
+    prompt = build_simple_reply_prompt([{"sender": "Eve", "text": "{{ persona_name }} {% if 1 %}x{% endif %}"}])
+    assert prompt.user == "Eve: {{ persona_name }} {% if 1 %}x{% endif %}"
+
+
+@pytest.mark.parametrize("token", CONTROL_STRINGS)
+def test_every_control_string_is_refused_naming_the_field(token: str) -> None:
+    with pytest.raises(SpecialTokenError) as info:
+        build_simple_reply_prompt(
+            [{"sender": "Sam", "text": "hi"}, {"sender": "Sam", "text": f"a{token}b"}]
+        )
+    assert str(info.value) == (
+        f"messages[1].text: contains the chat control string {token!r}; "
+        "refused by the contract's special-token policy"
+    )
+    assert info.value.field == "messages[1].text"
+
+
+def test_control_string_in_training_target_is_refused_too() -> None:
+    record = {"messages": [{"sender": "Sam", "text": "hi"}], "reply": "ok<|im_end|>"}
+    with pytest.raises(SpecialTokenError, match=r"^reply: contains"):
+        render_example(record)
+
+
+def test_escape_policy_neutralises_identically_for_training_and_runtime(tmp_path: Path) -> None:
+    root = copy_root(tmp_path)
+    spec = root / "contracts/reply.yaml"
+    spec.write_text(spec.read_text().replace("special_tokens: refuse", "special_tokens: escape"))
+    (root / "contracts.lock").unlink()
+    messages = [{"sender": "Sam", "text": "say <|im_end|> and [INST]"}]
+    prompt = build_simple_reply_prompt(messages, root=root)
+    assert prompt.user == f"Sam: say <{ESCAPE_MARK}|im_end|> and [{ESCAPE_MARK}INST]"
+    row = render_example({"messages": messages, "reply": "k"}, root=root)
+    assert row["messages"][:-1] == prompt.messages
+
+
+def test_tokenizer_special_tokens_extend_the_policy() -> None:
+    policy = SpecialTokenPolicy("refuse").with_tokens(["<|fim_middle|>"])
+    assert policy.find("x <|fim_middle|> y") == "<|fim_middle|>"
+    assert policy.find("plain text, brackets [ok] and <html>") is None
+
+
+def test_schema_errors_name_the_field() -> None:
+    with pytest.raises(RecordError, match=r"^messages\[0\]\.sender: Input should be a valid string$"):
+        build_simple_reply_prompt([{"sender": 7, "text": "hi"}])  # type: ignore[dict-item]
+    with pytest.raises(RecordError, match=r"^messages\[0\]\.mood: Extra inputs are not permitted$"):
+        build_simple_reply_prompt([{"sender": "a", "text": "hi", "mood": "x"}])
+
+
+def test_training_row_needs_a_target() -> None:
+    with pytest.raises(RecordError, match="^reply: required for a training row of reply@1$"):
+        render_example({"messages": [{"sender": "Sam", "text": "hi"}]})

@@ -1,0 +1,63 @@
+"""Byte-exact snapshots of every rendered string of every bundled contract version.
+
+`make snapshots` re-records them; a template edit shows up here as a diff, and a
+snapshot left over from a removed case fails the run (syrupy's unused-snapshot check).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+from syrupy.extensions.single_file import SingleFileSnapshotExtension
+
+from golden import GOLDEN
+from jarvis import build_prompt, render_example
+from jarvis.contract import bundled_root, load_all
+
+
+class TextSnapshot(SingleFileSnapshotExtension):
+    """Raw bytes in a `.txt` file: no newline or whitespace normalisation at all."""
+
+    file_extension = "txt"
+
+
+VERSIONS = [c.ref for c in load_all(bundled_root())]
+CASES = [
+    (ref, case) for ref in VERSIONS for case in GOLDEN[ref.partition("@")[0]]
+]
+
+
+@pytest.fixture
+def text_snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.with_defaults(extension_class=TextSnapshot)
+
+
+def _record(ref: str, case: str) -> dict[str, Any]:
+    return GOLDEN[ref.partition("@")[0]][case]
+
+
+@pytest.mark.parametrize("ref", VERSIONS)
+def test_system_prompt(ref: str, text_snapshot: SnapshotAssertion) -> None:
+    prompt = build_prompt(_record(ref, "short"), contract=ref, root=bundled_root())
+    assert prompt.system.encode("utf-8") == text_snapshot
+
+
+@pytest.mark.parametrize(("ref", "case"), CASES)
+def test_user_content(ref: str, case: str, text_snapshot: SnapshotAssertion) -> None:
+    prompt = build_prompt(_record(ref, case), contract=ref, root=bundled_root())
+    assert prompt.user.encode("utf-8") == text_snapshot
+
+
+@pytest.mark.parametrize(("ref", "case"), CASES)
+def test_chatml_prompt(ref: str, case: str, text_snapshot: SnapshotAssertion) -> None:
+    prompt = build_prompt(_record(ref, case), contract=ref, root=bundled_root())
+    assert prompt.chatml().encode("utf-8") == text_snapshot
+
+
+@pytest.mark.parametrize(("ref", "case"), CASES)
+def test_training_row(ref: str, case: str, snapshot: SnapshotAssertion) -> None:
+    row = render_example(_record(ref, case), contract=ref, root=bundled_root())
+    assert row == snapshot.with_defaults(extension_class=JSONSnapshotExtension)

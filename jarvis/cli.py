@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -65,10 +64,14 @@ def echo_json(value: Any) -> None:
 
 
 # "\b" stops click from re-wrapping the table.
-EPILOG = "\b\nExit codes:\n" + "\n".join(f"  {code:>2}  {text}" for code, text in EXIT_CODES.items())
+EPILOG = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:>2}  {text}" for code, text in EXIT_CODES.items()
+)
 
 
-@click.group(cls=JarvisGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=JarvisGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="jarvis")
 @root_option
 def cli() -> None:
@@ -102,7 +105,9 @@ def contract_list(ctx: click.Context) -> None:
     rows = [("CONTRACT", "FINGERPRINT", "LOCK", "SCHEMA", "DESCRIPTION")]
     for c in contracts:
         entry = lock.get(c.ref)
-        state = "-" if entry is None else ("ok" if entry["fingerprint"] == c.fingerprint else "CHANGED")
+        state = (
+            "-" if entry is None else ("ok" if entry["fingerprint"] == c.fingerprint else "CHANGED")
+        )
         rows.append((c.ref, c.short_fingerprint, state, c.schema.__name__, c.spec.description))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:

@@ -240,9 +240,7 @@ class Contract:
 
     def render_user(self, context: Mapping[str, Any]) -> str:
         """Render the user message content."""
-        return render_template(
-            self._templates["user"], context, where=self.spec.templates.user
-        )
+        return render_template(self._templates["user"], context, where=self.spec.templates.user)
 
     def render_target(self, context: Mapping[str, Any]) -> str:
         """Render the assistant target.
@@ -420,8 +418,9 @@ def read_lock(root: Path) -> dict[str, dict[str, Any]]:
 def lock_mismatch_message(ref: str, entry: Mapping[str, Any], parts: Mapping[str, str]) -> str:
     """Describe which files of a locked version changed."""
     locked_parts: Mapping[str, str] = entry.get("parts", {})
-    changed = sorted(k for k in parts.keys() | locked_parts.keys()
-                     if parts.get(k) != locked_parts.get(k))
+    changed = sorted(
+        k for k in parts.keys() | locked_parts.keys() if parts.get(k) != locked_parts.get(k)
+    )
     names = ", ".join(changed) or "unknown part"
     return (
         f"{ref} changed since it was locked: {names} "

@@ -57,9 +57,7 @@ class ContractLoader(jinja2.BaseLoader):
     def __init__(self, folder: Path) -> None:
         self.folder = folder.resolve()
 
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Any]:
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         pieces = jinja2.loaders.split_template_path(template)
         path = self.folder.joinpath(*pieces).resolve()
         if not path.is_relative_to(self.folder):

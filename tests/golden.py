@@ -12,7 +12,10 @@ REPLY: dict[str, dict[str, Any]] = {
             {"sender": "+14025550101", "text": "Will be back jan"},
             {"sender": "+14025550101", "text": "We gotto pay rent"},
             {"sender": "Jwalin", "text": "yea u right"},
-            {"sender": "+14025550101", "text": "can you venmo me by friday?\nlandlord is on my case"},
+            {
+                "sender": "+14025550101",
+                "text": "can you venmo me by friday?\nlandlord is on my case",
+            },
             {"sender": "Jwalin", "text": "ya ill send it tmrw"},
             {"sender": "+14025550101", "text": "ok thx. also what's the wifi pw again"},
         ],
@@ -49,9 +52,9 @@ CODEGEN: dict[str, dict[str, Any]] = {
         "instruction": "Write a function that returns the n-th Fibonacci number iteratively.",
         "input": "n = 10",
         "output": (
-            "### Solution\n```python\ndef fib(n):\n    \"\"\"Return the n-th Fibonacci number.\n\n"
+            '### Solution\n```python\ndef fib(n):\n    """Return the n-th Fibonacci number.\n\n'
             "    Args:\n        n: index, starting at 0.\n\n    Returns:\n        The number.\n"
-            "    \"\"\"\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
+            '    """\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n'
             "    return a\n```\n### Usage\n```python\nprint(fib(10))\n```\n### Sanity test\n"
             "```python\nassert fib(10) == 55\n```"
         ),
@@ -61,7 +64,13 @@ CODEGEN: dict[str, dict[str, Any]] = {
         "input": "s = 'naïve'",
         "output": "def rev(s):\n    return s[::-1]",
     },
-    "empty_optional": {"id": "c-0", "instruction": "Print hello.", "input": "", "output": "print('hello')", "tags": []},
+    "empty_optional": {
+        "id": "c-0",
+        "instruction": "Print hello.",
+        "input": "",
+        "output": "print('hello')",
+        "tags": [],
+    },
 }
 
 GOLDEN: dict[str, dict[str, dict[str, Any]]] = {"reply": REPLY, "codegen": CODEGEN}

@@ -39,8 +39,12 @@ def _clean(text: str) -> bool:
 
 texts = st.text(st.characters(codec="utf-8"), max_size=40).filter(_clean)
 senders = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(_clean)
-messages = st.lists(st.fixed_dictionaries({"sender": senders, "text": texts}), min_size=1, max_size=6)
-exemplars = st.none() | st.lists(st.fixed_dictionaries({"message": texts, "reply": texts}), max_size=3)
+messages = st.lists(
+    st.fixed_dictionaries({"sender": senders, "text": texts}), min_size=1, max_size=6
+)
+exemplars = st.none() | st.lists(
+    st.fixed_dictionaries({"message": texts, "reply": texts}), max_size=3
+)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -53,5 +53,9 @@ def test_reply_checks() -> None:
     checks = load_contract("reply@1").spec.checks
     assert all(r.passed for r in run_checks("yea omw", checks))
     results = run_checks(" ".join(["word"] * 41), checks)
-    assert results[1].to_dict() == {"name": "max_words", "passed": False, "detail": "41 words (limit 40)"}
+    assert results[1].to_dict() == {
+        "name": "max_words",
+        "passed": False,
+        "detail": "41 words (limit 40)",
+    }
     assert not run_checks("   ", checks)[0].passed

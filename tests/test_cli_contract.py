@@ -36,7 +36,10 @@ def test_list_shows_both_contracts_with_short_fingerprints() -> None:
 
 def test_root_option_on_group_or_command(root: Path) -> None:
     add_version(root, "reply", 1, 2)
-    for args in (["--root", str(root), "contract", "list"], ["contract", "list", "--root", str(root)]):
+    for args in (
+        ["--root", str(root), "contract", "list"],
+        ["contract", "list", "--root", str(root)],
+    ):
         code, out, _ = run(*args)
         assert code == 0
         assert "reply@2" in out and "  -  " in out  # reply@2 not locked yet
@@ -56,7 +59,9 @@ def test_check_fails_naming_the_changed_file(root: Path) -> None:
     system.write_text(system.read_text().replace("Rules:", "Rules;"))
     code, _, err = run("contract", "check", "--root", str(root))
     assert code == 4
-    assert err.startswith("error: reply@1 changed since it was locked: prompts/reply/v1/system.j2 (locked ")
+    assert err.startswith(
+        "error: reply@1 changed since it was locked: prompts/reply/v1/system.j2 (locked "
+    )
 
 
 def test_adding_v2_and_lock_passes(root: Path) -> None:
@@ -91,7 +96,8 @@ def test_python_m_jarvis_help_imports_no_mlx() -> None:
         "import runpy, sys; sys.argv = ['jarvis', '--help']\n"
         "try:\n    runpy.run_module('jarvis', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'transformers'))\n"
+        "heavy = ('mlx', 'mlx_lm', 'transformers')\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print('IMPORTED', bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

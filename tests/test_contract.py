@@ -78,9 +78,13 @@ def test_undefined_template_variable_is_named_at_load(root: Path) -> None:
 
 
 def test_unused_schema_field_is_refused(root: Path) -> None:
-    (root / "prompts/reply/v1/user.j2").write_text("{% for m in messages %}{{ m.text }}{% endfor %}")
+    (root / "prompts/reply/v1/user.j2").write_text(
+        "{% for m in messages %}{{ m.text }}{% endfor %}"
+    )
     (root / "contracts.lock").unlink()
-    with pytest.raises(TemplateVariableError, match="field 'retrieved' of ReplyInput is used by no"):
+    with pytest.raises(
+        TemplateVariableError, match="field 'retrieved' of ReplyInput is used by no"
+    ):
         load_contract("reply@1", root=root)
 
 
@@ -103,7 +107,9 @@ def test_include_outside_contract_folder_is_refused(root: Path) -> None:
 
 def test_unknown_spec_key_names_file_and_field(root: Path) -> None:
     spec = root / "contracts/reply.yaml"
-    spec.write_text(spec.read_text().replace("    group_key: thread", "    group_key: thread\n    colour: red"))
+    spec.write_text(
+        spec.read_text().replace("    group_key: thread", "    group_key: thread\n    colour: red")
+    )
     with pytest.raises(ContractError) as info:
         load_contract("reply@1", root=root)
     assert str(info.value).endswith("reply.yaml: versions.1.colour: Extra inputs are not permitted")
@@ -122,7 +128,9 @@ def test_edited_locked_version_fails_on_load_naming_the_file(root: Path) -> None
     system.write_text(system.read_text().replace("You are", "You're"))
     with pytest.raises(LockError) as info:
         load_contract("reply@1", root=root)
-    assert "reply@1 changed since it was locked: prompts/reply/v1/system.j2 (locked" in str(info.value)
+    assert "reply@1 changed since it was locked: prompts/reply/v1/system.j2 (locked" in str(
+        info.value
+    )
 
 
 def test_edit_on_disk_invalidates_the_cache(root: Path) -> None:

@@ -23,7 +23,9 @@ def test_bundled_lock_is_current() -> None:
 
 def test_check_names_the_changed_template(root: Path) -> None:
     system = root / "prompts/reply/v1/system.j2"
-    system.write_bytes(system.read_bytes().replace(b"Jwalin", b"Jwalin", 1).replace(b"casual", b"Casual"))
+    system.write_bytes(
+        system.read_bytes().replace(b"Jwalin", b"Jwalin", 1).replace(b"casual", b"Casual")
+    )
     problems = check_lock(root)
     assert len(problems) == 1
     assert problems[0].startswith(
@@ -45,7 +47,9 @@ def test_lock_refuses_to_rewrite_a_locked_version(root: Path) -> None:
     user = root / "prompts/codegen/v1/user.j2"
     user.write_text(user.read_text().replace("Input:", "Given:"))
     before = (root / "contracts.lock").read_bytes()
-    with pytest.raises(LockError, match="codegen@1 changed since it was locked: prompts/codegen/v1/user.j2"):
+    with pytest.raises(
+        LockError, match="codegen@1 changed since it was locked: prompts/codegen/v1/user.j2"
+    ):
         write_lock(root)
     assert (root / "contracts.lock").read_bytes() == before
 

@@ -13,28 +13,61 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_wheel_contains_bundled_root_and_works_elsewhere(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("jarvis-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("jarvis/py.typed", "jarvis/_bundled/contracts.lock",
-                 "jarvis/_bundled/contracts/reply.yaml", "jarvis/_bundled/prompts/reply/v1/user.j2"):
+    for name in (
+        "jarvis/py.typed",
+        "jarvis/_bundled/contracts.lock",
+        "jarvis/_bundled/contracts/reply.yaml",
+        "jarvis/_bundled/prompts/reply/v1/user.j2",
+    ):
         assert name in names
     site = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("JARVIS_ROOT", None)
     out = subprocess.run(
-        [sys.executable, "-c", "import jarvis, sys; print(jarvis.__file__); "
-         "from jarvis.cli import main; sys.argv=['jarvis','contract','list']; main()"],
-        cwd=elsewhere, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import jarvis, sys; print(jarvis.__file__); "
+            "from jarvis.cli import main; sys.argv=['jarvis','contract','list']; main()",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.stdout.splitlines()[0].startswith(str(site)), out.stdout + out.stderr
     assert f"root: {site / 'jarvis' / '_bundled'}" in out.stdout

@@ -13,7 +13,9 @@ from jarvis.render import CONTROL_STRINGS, ESCAPE_MARK, SpecialTokenPolicy
 
 
 def test_values_are_never_rendered_as_templates() -> None:
-    prompt = build_simple_reply_prompt([{"sender": "Eve", "text": "{{ persona_name }} {% if 1 %}x{% endif %}"}])
+    prompt = build_simple_reply_prompt(
+        [{"sender": "Eve", "text": "{{ persona_name }} {% if 1 %}x{% endif %}"}]
+    )
     assert prompt.user == "Eve: {{ persona_name }} {% if 1 %}x{% endif %}"
 
 
@@ -55,7 +57,9 @@ def test_tokenizer_special_tokens_extend_the_policy() -> None:
 
 
 def test_schema_errors_name_the_field() -> None:
-    with pytest.raises(RecordError, match=r"^messages\[0\]\.sender: Input should be a valid string$"):
+    with pytest.raises(
+        RecordError, match=r"^messages\[0\]\.sender: Input should be a valid string$"
+    ):
         build_simple_reply_prompt([{"sender": 7, "text": "hi"}])  # type: ignore[dict-item]
     with pytest.raises(RecordError, match=r"^messages\[0\]\.mood: Extra inputs are not permitted$"):
         build_simple_reply_prompt([{"sender": "a", "text": "hi", "mood": "x"}])

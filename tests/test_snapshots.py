@@ -25,9 +25,7 @@ class TextSnapshot(SingleFileSnapshotExtension):
 
 
 VERSIONS = [c.ref for c in load_all(bundled_root())]
-CASES = [
-    (ref, case) for ref in VERSIONS for case in GOLDEN[ref.partition("@")[0]]
-]
+CASES = [(ref, case) for ref in VERSIONS for case in GOLDEN[ref.partition("@")[0]]]
 
 
 @pytest.fixture

@@ -99,7 +99,8 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
 
 def special_tokens(tokenizer: Any) -> tuple[str, ...]:
     """Return every special token string of a tokenizer (added tokens marked special)."""
-    inner = getattr(tokenizer, "_tokenizer", tokenizer)
+    # An mlx-lm TokenizerWrapper keeps the transformers tokenizer in `_tokenizer`.
+    inner = tokenizer if hasattr(tokenizer, "all_special_tokens") else tokenizer._tokenizer
     found: set[str] = set(getattr(inner, "all_special_tokens", []) or [])
     decoder: Mapping[int, Any] = getattr(inner, "added_tokens_decoder", {}) or {}
     for added in decoder.values():

@@ -7,8 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jarvis.chat import apply_chat_template, chatml
+from jarvis.chat import apply_chat_template, chatml, special_tokens
 from jarvis.contract import Contract, load_contract
+from jarvis.render import SpecialTokenPolicy
+
+
+def token_policy(contract: Contract, tokenizer: Any | None) -> SpecialTokenPolicy:
+    """Return the contract's special-token policy, extended with `tokenizer`'s special tokens."""
+    return contract.special_token_policy(special_tokens(tokenizer) if tokenizer is not None else ())
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,18 @@ def build_prompt(
     *,
     contract: str | Contract = "reply",
     root: str | os.PathLike[str] | None = None,
+    tokenizer: Any | None = None,
 ) -> Prompt:
     """Build the runtime prompt for any contract from an input record (target ignored).
+
+    Args:
+        record: an input record of the contract's schema; its target field is ignored.
+        contract: contract ref or a loaded `Contract`.
+        root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+        tokenizer: if given, its special tokens are refused (or escaped) too.
+
+    Returns:
+        The runtime `Prompt`.
 
     Raises:
         RecordError: the record fails the schema (the error names the field).
@@ -78,7 +94,8 @@ def build_prompt(
     """
     c = load_contract(contract, root=root)
     model = c.validate({k: v for k, v in record.items() if k != c.target_field})
-    return Prompt(c.messages(model, with_target=False), c.ref, c.fingerprint, c.spec.checks)
+    messages = c.messages(model, with_target=False, policy=token_policy(c, tokenizer))
+    return Prompt(messages, c.ref, c.fingerprint, c.spec.checks)
 
 
 def build_simple_reply_prompt(
@@ -87,6 +104,7 @@ def build_simple_reply_prompt(
     contract: str | Contract = "reply",
     retrieved: Sequence[Mapping[str, str]] | None = None,
     root: str | os.PathLike[str] | None = None,
+    tokenizer: Any | None = None,
 ) -> Prompt:
     """Build the runtime prompt for a texting thread, exactly as training rendered it.
 
@@ -95,6 +113,7 @@ def build_simple_reply_prompt(
         contract: contract ref (default the latest `reply`).
         retrieved: optional exemplars `{"message", "reply"}` (the RAG block).
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+        tokenizer: if given, its special tokens are refused (or escaped) too.
 
     Returns:
         The `Prompt`; `.messages` is what the model sees, `.render(tokenizer)` the final string.
@@ -106,7 +125,7 @@ def build_simple_reply_prompt(
     record: dict[str, Any] = {"messages": [dict(m) for m in messages]}
     if retrieved is not None:
         record["retrieved"] = [dict(r) for r in retrieved]
-    return build_prompt(record, contract=contract, root=root)
+    return build_prompt(record, contract=contract, root=root, tokenizer=tokenizer)
 
 
 def render_example(
@@ -114,6 +133,7 @@ def render_example(
     *,
     contract: str | Contract = "reply",
     root: str | os.PathLike[str] | None = None,
+    tokenizer: Any | None = None,
 ) -> dict[str, list[dict[str, str]]]:
     """Render one input record as an mlx-lm chat training row `{"messages": [...]}`.
 
@@ -125,4 +145,5 @@ def render_example(
         SpecialTokenError: a value holds a chat control string.
     """
     c = load_contract(contract, root=root)
-    return {"messages": c.messages(c.validate(record), with_target=True)}
+    policy = token_policy(c, tokenizer)
+    return {"messages": c.messages(c.validate(record), with_target=True, policy=policy)}

@@ -5,6 +5,7 @@ Training rows and runtime prompts are both produced here, so they cannot drift.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -118,7 +119,7 @@ class SpecialTokenPolicy:
 
     def with_tokens(self, extra: Iterable[str]) -> SpecialTokenPolicy:
         """Return a policy that also covers `extra` (e.g. a tokenizer's special tokens)."""
-        return SpecialTokenPolicy(self.mode, (*self.tokens, *extra))
+        return _policy(self.mode, tuple(sorted({*self.tokens, *extra})))
 
     def find(self, text: str) -> str | None:
         """Return the first control string found in `text`, or None."""
@@ -149,6 +150,12 @@ class SpecialTokenPolicy:
         if isinstance(value, dict):
             return {k: self.apply(v, f"{path}.{k}" if path else k) for k, v in value.items()}
         return value
+
+
+@functools.lru_cache(maxsize=64)
+def _policy(mode: str, tokens: tuple[str, ...]) -> SpecialTokenPolicy:
+    # Cached: a tokenizer's special tokens compile into one regex, once per process.
+    return SpecialTokenPolicy(mode, tokens)
 
 
 def iter_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

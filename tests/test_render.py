@@ -68,3 +68,22 @@ def test_schema_errors_name_the_field() -> None:
 def test_training_row_needs_a_target() -> None:
     with pytest.raises(RecordError, match="^reply: required for a training row of reply@1$"):
         render_example({"messages": [{"sender": "Sam", "text": "hi"}]})
+
+
+def test_special_tokens_of_a_passed_tokenizer_are_refused() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    inner = Tokenizer(models.WordLevel({"[UNK]": 0, "hi": 1}, unk_token="[UNK]"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=inner, unk_token="[UNK]", additional_special_tokens=["<|fim_middle|>"]
+    )
+    messages = [{"sender": "Sam", "text": "hi <|fim_middle|>"}]
+    assert build_simple_reply_prompt(messages).user == "Sam: hi <|fim_middle|>"
+    with pytest.raises(SpecialTokenError, match=r"^messages\[0\]\.text: .*'<\|fim_middle\|>'"):
+        build_simple_reply_prompt(messages, tokenizer=tokenizer)
+    with pytest.raises(SpecialTokenError, match=r"^messages\[0\]\.text: .*'\[UNK\]'"):
+        render_example(
+            {"messages": [{"sender": "a", "text": "[UNK]"}], "reply": "k"}, tokenizer=tokenizer
+        )

@@ -1,0 +1,351 @@
+"""`jarvis diff A B`: render the same inputs two ways and show what differs, as a unified diff.
+
+Each side is a contract ref (`reply@1`) or a dataset folder. A dataset side renders its own
+records (`records.jsonl`) with the contract in its manifest; two contract refs use the built-in
+sample inputs of their schema. The post-mortems' side-by-side comparison of the training prompt
+and the inference prompt becomes one command.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jarvis.chat import chatml
+from jarvis.contract import Contract, load_contract
+from jarvis.errors import CheckFailedError, ContractError, InputError, JarvisError, LockError
+
+# Golden sample inputs per schema: enough to exercise every template branch of the bundled
+# contracts (a thread, several senders, exemplars, an optional input, non-ASCII text).
+SAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "ReplyInput": [
+        (
+            "short",
+            {"messages": [{"sender": "Sam", "text": "you coming tonight?"}], "reply": "yea omw"},
+        ),
+        (
+            "thread",
+            {
+                "messages": [
+                    {"sender": "+14025550101", "text": "Will be back jan"},
+                    {"sender": "+14025550101", "text": "We gotto pay rent"},
+                    {"sender": "Jwalin", "text": "yea u right"},
+                ],
+                "reply": "what's the split on the 1905",
+            },
+        ),
+        (
+            "retrieved",
+            {
+                "messages": [{"sender": "Zoë", "text": "dinner at 8? 🍝"}],
+                "retrieved": [
+                    {"message": "lunch tmrw?", "reply": "ya 1pm works"},
+                    {"message": "wanna get food later", "reply": "down, where"},
+                ],
+                "reply": "ya where",
+            },
+        ),
+    ],
+    "CodegenInput": [
+        (
+            "short",
+            {"instruction": "Add two numbers.", "output": "def add(a, b):\n    return a + b"},
+        ),
+        (
+            "with-input",
+            {
+                "instruction": "Reverse a string.",
+                "input": "s = 'naïve'",
+                "output": "def rev(s):\n    return s[::-1]",
+            },
+        ),
+    ],
+}
+
+
+def sample_records(contract: Contract) -> list[tuple[str, dict[str, Any]]]:
+    """Return the built-in `(name, record)` samples for a contract's schema.
+
+    Raises:
+        ContractError: the schema has no built-in samples.
+    """
+    samples = SAMPLES.get(contract.schema.__name__)
+    if samples is None:
+        raise ContractError(
+            f"{contract.ref}: no built-in sample inputs for schema {contract.schema.__name__}; "
+            "compare against a dataset folder rendered with it instead"
+        )
+    return samples
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a diff: a label, its contract and (for a dataset folder) its records.
+
+    Attributes:
+        label: what the user typed (a ref, or the folder's name).
+        contract: the contract that renders this side.
+        records: `(id, record)` pairs from the dataset's `records.jsonl`, or None for a ref.
+        rows: for a dataset, the chat messages actually written for each id (what was trained).
+        note: a remark about how the side was loaded (e.g. its contract changed since).
+    """
+
+    label: str
+    contract: Contract
+    records: list[tuple[str, dict[str, Any]]] | None = None
+    rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    note: str = ""
+
+
+def is_dataset_dir(spec: str) -> bool:
+    """True when `spec` names a folder holding a `manifest.json`."""
+    return (Path(spec) / "manifest.json").is_file()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError as exc:
+                raise InputError(f"{path}:{n}: invalid JSON: {exc}") from exc
+    return out
+
+
+def load_dataset_side(
+    folder: str | os.PathLike[str], *, root: str | None = None, label: str | None = None
+) -> Side:
+    """Load a dataset folder as a diff side: its records, rows and the contract in its manifest.
+
+    The contract is loaded without the lock check so that a dataset whose contract has since
+    been edited can still be compared; `note` then says so.
+
+    Raises:
+        DatasetError: the manifest is missing or malformed.
+        InputError: `records.jsonl` is missing or malformed.
+    """
+    from jarvis.dataset import load_manifest
+
+    path = Path(folder)
+    manifest = load_manifest(path)
+    info = manifest["contract"]
+    contract = load_contract(str(info["ref"]), root=root, enforce_lock=False)
+    note = ""
+    if contract.fingerprint != info.get("fingerprint"):
+        note = (
+            f"{path.name}: rendered under {info['ref']} {str(info.get('fingerprint'))[:12]}, "
+            f"which is now {contract.short_fingerprint}"
+        )
+    records_path = path / "records.jsonl"
+    if not records_path.is_file():
+        raise InputError(f"{records_path}: missing (needed to re-render the dataset's inputs)")
+    records = [(str(r["id"]), dict(r["record"])) for r in _read_jsonl(records_path)]
+    rows: dict[str, list[dict[str, str]]] = {}
+    for split in ("train", "valid", "test"):
+        split_path = path / f"{split}.jsonl"
+        if split_path.is_file():
+            for row in _read_jsonl(split_path):
+                if "messages" in row and "id" in row:
+                    rows.setdefault(str(row["id"]), row["messages"])
+    return Side(label or str(path), contract, records, rows, note)
+
+
+def load_side(spec: str, *, root: str | None = None) -> Side:
+    """Load `spec` (a contract ref or a dataset folder) as a diff side."""
+    if is_dataset_dir(spec):
+        return load_dataset_side(spec, root=root, label=spec.rstrip("/") or spec)
+    if Path(spec).is_dir():
+        raise InputError(f"{spec}: a folder without manifest.json is not a dataset")
+    try:
+        return Side(spec, load_contract(spec, root=root))
+    except LockError as exc:
+        # Showing an in-place edit is the point of a diff: load it anyway and say so.
+        return Side(spec, load_contract(spec, root=root, enforce_lock=False), note=str(exc))
+
+
+@dataclass
+class DiffReport:
+    """The outcome of a diff: unified-diff blocks per section and counts.
+
+    Attributes:
+        a: label of side A; b: label of side B.
+        inputs: number of inputs rendered both ways.
+        blocks: unified diff text blocks, in order (system, then per input user and chat).
+        differing: section name -> number of inputs (or 1 for the system prompt) that differ.
+        notes: remarks printed before the diff.
+        omitted: what was left out of `blocks` (repeated or over the `show` limit).
+    """
+
+    a: str
+    b: str
+    inputs: int = 0
+    blocks: list[list[str]] = field(default_factory=list)
+    differing: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    omitted: list[str] = field(default_factory=list)
+
+    @property
+    def differs(self) -> bool:
+        """True when any section differs."""
+        return any(self.differing.values())
+
+    def summary(self) -> str:
+        """One line naming what differs, e.g. `system prompt, chat string (3 of 3 inputs)`."""
+        parts = []
+        for name, count in self.differing.items():
+            if not count:
+                continue
+            parts.append(
+                name
+                if name in ("system prompt", "schema")
+                else f"{name} ({count} of {self.inputs} inputs)"
+            )
+        return ", ".join(parts)
+
+
+def _unified(a: str, b: str, label_a: str, label_b: str) -> list[str]:
+    lines = difflib.unified_diff(
+        a.splitlines(), b.splitlines(), f"a/{label_a}", f"b/{label_b}", lineterm="", n=3
+    )
+    return list(lines)
+
+
+def _changes(block: Sequence[str]) -> tuple[str, ...]:
+    return tuple(line for line in block[2:] if line[:1] in "+-")
+
+
+def _render(side: Side, rid: str, record: Mapping[str, Any]) -> list[dict[str, str]]:
+    if rid in side.rows:
+        return [dict(m) for m in side.rows[rid]]
+    c = side.contract
+    return c.messages(c.validate(record), with_target=c.target_field in record)
+
+
+def diff_sides(a: Side, b: Side, *, template: Any | None = None, show: int = 5) -> DiffReport:
+    """Render the same inputs with both sides and collect unified diffs of what differs.
+
+    Args:
+        a: side A; b: side B.
+        template: an `audit.ChatTemplate` to render the final string with (default ChatML).
+        show: print at most this many user and chat diffs each (the counts cover all inputs).
+
+    Returns:
+        A `DiffReport`; `differs` is True when anything differs.
+    """
+    report = DiffReport(a.label, b.label)
+    report.notes = [n for n in (a.note, b.note) if n]
+    sa, sb = a.contract.system_prompt, b.contract.system_prompt
+    system = _unified(sa, sb, f"{a.label}:system", f"{b.label}:system")
+    report.differing["system prompt"] = int(bool(system))
+    if system:
+        report.blocks.append(system)
+    if a.contract.schema is not b.contract.schema and a.records is None and b.records is None:
+        report.notes.append(
+            f"schemas differ: {a.contract.ref} takes {a.contract.schema.__name__}, "
+            f"{b.contract.ref} takes {b.contract.schema.__name__}; no input renders both ways"
+        )
+        report.differing["schema"] = 1
+        return report
+    inputs = a.records if a.records is not None else b.records
+    if inputs is None:
+        inputs = sample_records(a.contract)
+    report.inputs = len(inputs)
+    report.differing["user content"] = 0
+    report.differing["chat string"] = 0
+    seen: dict[tuple[str, ...], str] = {}
+    shown = {"user content": 0, "chat string": 0}
+    same = dict.fromkeys(shown, 0)
+    over = dict.fromkeys(shown, 0)
+    for rid, record in inputs:
+        try:
+            ma, mb = _render(a, rid, record), _render(b, rid, record)
+        except JarvisError as exc:
+            report.notes.append(f"input {rid}: cannot be rendered both ways: {exc}")
+            report.differing["unrenderable"] = report.differing.get("unrenderable", 0) + 1
+            continue
+        ua, ub = ma[1]["content"], mb[1]["content"]
+        if template is not None:
+            fa = template.render(ma, add_generation_prompt=len(ma) < 3)
+            fb = template.render(mb, add_generation_prompt=len(mb) < 3)
+        else:
+            fa = chatml(ma, add_generation_prompt=len(ma) < 3)
+            fb = chatml(mb, add_generation_prompt=len(mb) < 3)
+        for name, key, x, y in (("user content", "user", ua, ub), ("chat string", "chat", fa, fb)):
+            block = _unified(x, y, f"{a.label}:{key}[{rid}]", f"{b.label}:{key}[{rid}]")
+            if not block:
+                continue
+            report.differing[name] += 1
+            changes = (name, *_changes(block))
+            if changes in seen:
+                # The same change as an earlier input (e.g. a new system prompt): count it once.
+                same[name] += 1
+                continue
+            seen[changes] = rid
+            if shown[name] < show:
+                shown[name] += 1
+                report.blocks.append(block)
+            else:
+                over[name] += 1
+    for name in shown:
+        if same[name]:
+            report.omitted.append(
+                f"{same[name]} more input(s) have a {name} diff identical to one shown above"
+            )
+        if over[name]:
+            report.omitted.append(f"{over[name]} more {name} diff(s) not shown (over --show)")
+    return report
+
+
+def _style(line: str) -> str:
+    import click
+
+    if line.startswith(("---", "+++")):
+        return click.style(line, bold=True)
+    if line.startswith("@@"):
+        return click.style(line, fg="cyan")
+    if line.startswith("-"):
+        return click.style(line, fg="red")
+    if line.startswith("+"):
+        return click.style(line, fg="green")
+    return line
+
+
+def report_lines(report: DiffReport) -> list[str]:
+    """The plain text `jarvis diff` prints: notes, unified diffs, then a summary line."""
+    out = [f"# {note}" for note in report.notes]
+    for block in report.blocks:
+        out += block
+    out += [f"# {line}" for line in report.omitted]
+    if report.differs:
+        out.append(f"# {report.a} and {report.b} differ: {report.summary()}")
+    else:
+        out.append(
+            f"# {report.a} and {report.b} render identical system prompts, user contents and "
+            f"chat strings for {report.inputs} inputs"
+        )
+    return out
+
+
+def print_report(report: DiffReport) -> None:
+    """Print the report (coloured when stdout is a terminal).
+
+    Raises:
+        CheckFailedError: the sides differ (exit 1, like diff(1)).
+    """
+    import sys
+
+    import click
+
+    color = sys.stdout.isatty()
+    for line in report_lines(report):
+        click.echo(_style(line) if color else line)
+    if report.differs:
+        raise CheckFailedError(f"{report.a} and {report.b} differ")

@@ -1,0 +1,272 @@
+"""The adapter's `jarvis` stamp: what it was trained on, written at training, checked at load.
+
+mlx-lm loads any adapter onto any base model of the right shapes and never looks at the
+prompt format. `jarvis train` adds a `jarvis` block to `adapter_config.json` (mlx-lm ignores
+unknown keys); `check_adapter` compares it with the contract and the base model. No mlx here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from jarvis.contract import Contract
+from jarvis.errors import ContractMismatchError, ModelError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapters.safetensors"
+BLOCK = "jarvis"
+# Keys every stamp has; a block missing one is treated as a mismatch, never ignored.
+REQUIRED_KEYS = ("contract", "version", "fingerprint", "base_model", "chat_template_sha256")
+
+
+class UnstampedAdapterWarning(UserWarning):
+    """The adapter has no `jarvis` block, so nothing ties it to a prompt format."""
+
+
+class AdapterMismatchWarning(UserWarning):
+    """A stamp mismatch that the caller explicitly allowed (`allow_mismatch=True`)."""
+
+
+def _canonical_sha(value: Any) -> str:
+    data = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def chat_template_sha256(tokenizer: Any) -> str:
+    """Return the sha256 of a tokenizer's chat template ("" hashed when it has none).
+
+    Args:
+        tokenizer: a `transformers` tokenizer or an mlx-lm `TokenizerWrapper`.
+    """
+    return _canonical_sha(getattr(tokenizer, "chat_template", None) or "")
+
+
+def resolve_model_dir(model: str | os.PathLike[str]) -> Path | None:
+    """Return the local folder of a model path or a cached hub id, or None if not local."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(os.fspath(model), local_files_only=True))
+    except Exception:  # noqa: BLE001 - any hub failure just means "not available locally"
+        return None
+
+
+def model_id(model: str | os.PathLike[str]) -> str:
+    """Return how a model is recorded: an absolute path if it is local, else the hub id."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else os.fspath(model)
+
+
+def config_sha256(model_dir: Path) -> str:
+    """Return the sha256 of a model's `config.json`, canonicalised (key order ignored).
+
+    Raises:
+        ModelError: no readable config.json.
+    """
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{model_dir}: no readable config.json: {exc}") from exc
+    return _canonical_sha(config)
+
+
+def make_stamp(
+    contract: Contract,
+    *,
+    base_model: str,
+    base_config_sha256: str | None,
+    chat_template_sha: str | None,
+    enable_thinking: bool | None,
+    manifest_sha256: str | None,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """Return the `jarvis` block written into `adapter_config.json`.
+
+    The hashes are None only in `train-config` output for a hub id that is not cached.
+    """
+    from jarvis import __version__
+
+    return {
+        "contract": contract.name,
+        "version": contract.version,
+        "ref": contract.ref,
+        "fingerprint": contract.fingerprint,
+        "dataset": dataset,
+        "dataset_manifest_sha256": manifest_sha256,
+        "base_model": base_model,
+        "base_model_config_sha256": base_config_sha256,
+        "chat_template_sha256": chat_template_sha,
+        "enable_thinking": enable_thinking,
+        "jarvis_version": __version__,
+    }
+
+
+def read_adapter_config(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an adapter folder's `adapter_config.json`.
+
+    Raises:
+        ModelError: the folder, the config or the weights file is missing or unreadable.
+    """
+    folder = Path(adapter_dir)
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: adapter folder not found")
+    path = folder / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"{folder}: not an mlx-lm adapter (no {CONFIG_FILE})") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ModelError(f"{folder}: no {WEIGHTS_FILE} (did training finish?)")
+    return config
+
+
+def read_stamp(adapter_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Return the adapter's `jarvis` block, or None when it has none.
+
+    Raises:
+        ModelError: the adapter folder is not readable.
+    """
+    block = read_adapter_config(adapter_dir).get(BLOCK)
+    return block if isinstance(block, dict) else None
+
+
+def _short(fingerprint: Any) -> str:
+    return str(fingerprint)[:12]
+
+
+def check_stamp(
+    stamp: Mapping[str, Any] | None,
+    contract: Contract,
+    *,
+    where: str,
+    chat_template_sha: str | None = None,
+    base_config_sha256: str | None = None,
+) -> tuple[list[str], list[str]]:
+    """Compare a stamp with a contract (and a base model's hashes when given).
+
+    Returns:
+        `(mismatches, warnings)` as messages; both empty when everything matches.
+    """
+    if stamp is None:
+        return [], [
+            f"{where} has no jarvis stamp: nothing ties it to {contract.ref}; "
+            "retrain it with `jarvis train` to make the prompt format checkable"
+        ]
+    missing = [k for k in REQUIRED_KEYS if k not in stamp]
+    if missing:
+        return [f"{where}: malformed jarvis stamp (missing {', '.join(missing)})"], []
+    problems: list[str] = []
+    trained = str(stamp.get("ref") or f"{stamp['contract']}@{stamp['version']}")
+    if (
+        stamp["contract"] != contract.name
+        or stamp["version"] != contract.version
+        or stamp["fingerprint"] != contract.fingerprint
+    ):
+        problems.append(
+            f"{where} was trained on {trained} (fingerprint {_short(stamp['fingerprint'])}) "
+            f"but the contract is {contract.ref} (fingerprint {contract.short_fingerprint})"
+        )
+    recorded_template = stamp["chat_template_sha256"]
+    if (
+        chat_template_sha is not None
+        and recorded_template
+        and recorded_template != chat_template_sha
+    ):
+        problems.append(
+            f"{where} was trained with another chat template "
+            f"({_short(recorded_template)}, base has {_short(chat_template_sha)}; "
+            f"trained on base {stamp['base_model']})"
+        )
+    recorded = stamp.get("base_model_config_sha256")
+    if base_config_sha256 is not None and recorded and recorded != base_config_sha256:
+        problems.append(
+            f"{where} was trained on another base model: {stamp['base_model']} "
+            f"(config {_short(recorded)}, this base has {_short(base_config_sha256)})"
+        )
+    return problems, []
+
+
+def check_adapter(
+    adapter_dir: str | os.PathLike[str],
+    contract: Contract,
+    *,
+    base_model: str | os.PathLike[str] | None = None,
+    allow_mismatch: bool = False,
+) -> list[str]:
+    """Check an adapter's `jarvis` stamp against a contract and, optionally, a base model.
+
+    Args:
+        adapter_dir: the adapter folder (`adapter_config.json`, `adapters.safetensors`).
+        contract: the contract the caller will render prompts with.
+        base_model: a model path or cached hub id; its chat template and config.json
+            hashes are compared with the stamp (the tokenizer is read without mlx).
+        allow_mismatch: return mismatches as warnings instead of raising.
+
+    Returns:
+        Warning messages: no stamp, or mismatches that were allowed. Empty when all match.
+
+    Raises:
+        ContractMismatchError: the stamp names another contract version, fingerprint, chat
+            template or base model (and `allow_mismatch` is false).
+        ModelError: the adapter or the base model cannot be read.
+    """
+    stamp = read_stamp(adapter_dir)
+    template_sha = config_sha = None
+    if base_model is not None and stamp is not None:
+        folder = resolve_model_dir(base_model)
+        if folder is None:
+            raise ModelError(f"{base_model}: model not found locally")
+        from jarvis.chat import load_tokenizer
+
+        template_sha = chat_template_sha256(load_tokenizer(folder))
+        config_sha = config_sha256(folder)
+    problems, notes = check_stamp(
+        stamp,
+        contract,
+        where=f"adapter {adapter_dir}",
+        chat_template_sha=template_sha,
+        base_config_sha256=config_sha,
+    )
+    return raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
+
+
+def raise_or_allow(problems: list[str], *, allow_mismatch: bool) -> list[str]:
+    """Raise `ContractMismatchError` for `problems`, or return them as allowed warnings.
+
+    Raises:
+        ContractMismatchError: there are problems and `allow_mismatch` is false.
+    """
+    if problems and not allow_mismatch:
+        hint = "; retrain the adapter, or pass --allow-mismatch to load it anyway"
+        raise ContractMismatchError("; ".join(problems) + hint)
+    return [f"{p} (allowed by --allow-mismatch)" for p in problems]
+
+
+def emit_warnings(messages: list[str], *, stamped: bool) -> None:
+    """Issue each message as a Python warning of the matching class."""
+    category = AdapterMismatchWarning if stamped else UnstampedAdapterWarning
+    for message in messages:
+        warnings.warn(message, category, stacklevel=3)
+
+
+def write_stamp(adapter_dir: Path, stamp: Mapping[str, Any]) -> None:
+    """Add (or replace) the `jarvis` block in an adapter's config, atomically."""
+    from jarvis.files import atomic_write_text
+
+    path = adapter_dir / CONFIG_FILE
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config[BLOCK] = dict(stamp)
+    atomic_write_text(path, json.dumps(config, indent=4, sort_keys=True) + "\n")

@@ -1,0 +1,939 @@
+"""`render-dataset`: verified, composition-aware mlx-lm training data from one contract.
+
+Two streaming passes keep memory bounded:
+
+1. Read every input record, validate it, render its row through the contract's one render
+   path, run the output checks (and the token checks with a tokenizer), and spill the row to
+   one of `BUCKETS` temp files chosen by its shuffle hash. Per record only a few numbers stay
+   in memory (compact arrays).
+2. Assign splits (`jarvis.splits`), then read the buckets in hash order, sort each, and append
+   its rows to `train.jsonl`, `valid.jsonl` and `test.jsonl`. So every file comes out in a
+   deterministic shuffled order that does not depend on input order.
+
+Everything is written into a temp folder beside the output and renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jarvis.checks import run_checks
+from jarvis.contract import Contract, load_contract
+from jarvis.errors import (
+    DatasetError,
+    InputError,
+    RecordError,
+    TokenizationError,
+)
+from jarvis.files import atomic_dir, sha256_file
+from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
+from jarvis.render import SpecialTokenPolicy
+from jarvis.schemas import Record
+from jarvis.splits import SPLITS, TRAIN, assign, parse_split, unit_key
+
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+REJECTS = "rejects.jsonl"
+BUCKETS = 32  # shuffle buckets: one holds ~1/32 of the rendered rows in memory at a time
+_SHOWN_ERRORS = 5
+Format = Literal["chat", "completions", "text"]
+
+
+class Recipe(BaseModel):
+    """Every setting of one `render-dataset` run; the manifest stores it to rebuild exactly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contract: str
+    inputs: list[str] = Field(min_length=1)
+    split: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    seed: int = 0
+    format: Format = "chat"
+    train_only: list[str] = Field(default_factory=list)
+    repeat: dict[str, int] = Field(default_factory=dict)
+    min_ratio: dict[str, float] = Field(default_factory=dict)
+    min_compliant: float | None = Field(default=None, ge=0.0, le=1.0)
+    tokenizer: str | None = None
+    max_seq_length: int = Field(default=2048, gt=0)
+    on_overlength: Literal["fail", "drop"] = "fail"
+    max_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    batch_size: int = Field(default=4, gt=0)
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> tuple[float, float, float]:
+        try:
+            return parse_split(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                InputSpec.parse(text)
+            except InputError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("repeat")
+    @classmethod
+    def _repeat(cls, value: dict[str, int]) -> dict[str, int]:
+        for tag, n in value.items():
+            if n < 1:
+                raise ValueError(f"--repeat {tag}={n}: N must be at least 1")
+        return value
+
+    @field_validator("min_ratio")
+    @classmethod
+    def _min_ratio(cls, value: dict[str, float]) -> dict[str, float]:
+        for tag, r in value.items():
+            if not 0.0 <= r <= 1.0:
+                raise ValueError(f"--min-ratio {tag}={r}: R must be between 0 and 1")
+        return value
+
+    @classmethod
+    def build(cls, **values: Any) -> Recipe:
+        """Validate settings, turning pydantic errors into `InputError`.
+
+        Raises:
+            InputError: a setting is invalid (names it).
+        """
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise InputError(f"recipe: {loc}: {msg}" if loc else f"recipe: {msg}") from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Recipe:
+        """Read a recipe YAML; relative input and tokenizer paths are relative to its folder.
+
+        Args:
+            path: the YAML file (a mapping of the same keys as the CLI options).
+            overrides: settings that replace the file's (CLI options given explicitly).
+
+        Raises:
+            InputError: unreadable YAML or an invalid setting.
+        """
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(f"{file}: cannot read the recipe: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InputError(f"{file}: a recipe is a YAML mapping of settings")
+        base = file.parent
+        if isinstance(data.get("inputs"), list):
+            data["inputs"] = [_rebase(str(s), base) for s in data["inputs"]]
+        if isinstance(data.get("tokenizer"), str):
+            data["tokenizer"] = _rebase_path(data["tokenizer"], base)
+        data.update(overrides)
+        return cls.build(**data)
+
+    def input_specs(self) -> list[InputSpec]:
+        """Return the parsed `--input` values."""
+        return [InputSpec.parse(s) for s in self.inputs]
+
+
+def _rebase_path(path: str, base: Path) -> str:
+    return path if Path(path).is_absolute() else os.path.normpath(base / path)
+
+
+def _rebase(text: str, base: Path) -> str:
+    spec = InputSpec.parse(text)
+    return str(InputSpec(_rebase_path(spec.path, base), spec.tag))
+
+
+def parse_assignments(
+    values: Sequence[str], option: str, convert: type[int] | type[float]
+) -> dict[str, Any]:
+    """Parse repeated `TAG=VALUE` options (`--repeat perfect=5`).
+
+    Raises:
+        InputError: a value is not `TAG=NUMBER`.
+    """
+    out: dict[str, Any] = {}
+    for text in values:
+        tag, sep, raw = text.partition("=")
+        try:
+            if not sep or not tag:
+                raise ValueError
+            out[tag] = convert(raw)
+        except ValueError:
+            kind = "an integer" if convert is int else "a number"
+            raise InputError(f"{option} {text!r}: expected TAG=N with N {kind}") from None
+    return out
+
+
+# --- pass 1 --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    path: str
+    tag: str
+    sha256: str
+    records: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class _State:
+    """What pass 1 keeps per unique record: a few numbers in compact arrays."""
+
+    tags: list[str]
+    tag_of: array[int] = field(default_factory=lambda: array("H"))
+    group_of: array[int] = field(default_factory=lambda: array("q"))
+    key_of: array[int] = field(default_factory=lambda: array("Q"))
+    checks_of: array[int] = field(default_factory=lambda: array("Q"))
+    tokens_of: array[int] = field(default_factory=lambda: array("I"))
+    seen: set[int] = field(default_factory=set)
+    ids: set[int] = field(default_factory=set)
+    groups: dict[str, int] = field(default_factory=dict)
+    group_keys: list[int] = field(default_factory=list)
+    inputs: list[_Input] = field(default_factory=list)
+    rejects: list[str] = field(default_factory=list)
+    reject_count: int = 0
+    overlength: int = 0
+    duplicates: int = 0
+    total: int = 0
+
+
+class _Renderer:
+    """Renders one validated record as an mlx-lm row (and counts its tokens)."""
+
+    def __init__(self, contract: Contract, recipe: Recipe) -> None:
+        self.contract = contract
+        self.recipe = recipe
+        self.format = recipe.format
+        self.tokenizer: Any = None
+        self.bos = ""
+        self.eos_id: int | None = None
+        self.bos_id: int | None = None
+        self.thinking = False
+        policy = contract.special_token_policy()
+        if recipe.tokenizer is not None:
+            from jarvis.chat import has_thinking, load_tokenizer, special_tokens
+
+            self.tokenizer = load_tokenizer(recipe.tokenizer)
+            # mlx-lm's enable_thinking default, computed once (it scans the whole vocabulary).
+            self.thinking = has_thinking(self.tokenizer)
+            policy = contract.special_token_policy(special_tokens(self.tokenizer))
+            self.bos = getattr(self.tokenizer, "bos_token", None) or ""
+            self.bos_id = getattr(self.tokenizer, "bos_token_id", None)
+            self.eos_id = getattr(self.tokenizer, "eos_token_id", None)
+        self.policy: SpecialTokenPolicy = policy
+        if self.format == "text" and self.tokenizer is None:
+            raise InputError("--format text renders through a chat template: pass --tokenizer")
+        if self.format == "completions" and contract.system_prompt:
+            raise DatasetError(
+                f"--format completions cannot keep the system prompt of {contract.ref}: mlx-lm "
+                "builds completions rows as [user, assistant], so the model would be trained "
+                "without the system prompt it sees at runtime; use --format chat"
+            )
+
+    def render(self, model: Record, rid: str) -> tuple[bytes, str, list[dict[str, str]]]:
+        """Return (row JSON, target text, messages)."""
+        messages = self.contract.messages(model, with_target=True, policy=self.policy)
+        target = messages[-1]["content"]
+        row: dict[str, Any]
+        if self.format == "chat":
+            row = {"messages": messages, "id": rid}
+        elif self.format == "completions":
+            row = {"prompt": messages[1]["content"], "completion": target, "id": rid}
+        else:
+            row = {"text": self.text(messages), "id": rid}
+        return orjson.dumps(row), target, messages
+
+    def text(self, messages: list[dict[str, str]]) -> str:
+        """Render text-format content; a leading BOS string is stripped (mlx-lm adds one)."""
+        from jarvis.chat import apply_chat_template
+
+        text = str(
+            apply_chat_template(
+                self.tokenizer, messages, add_generation_prompt=False, enable_thinking=self.thinking
+            )
+        )
+        return text[len(self.bos) :] if self.bos and text.startswith(self.bos) else text
+
+    def tokens(self, messages: list[dict[str, str]], row: bytes) -> tuple[list[int], list[int]]:
+        """Return (training row tokens as mlx-lm builds them, runtime prompt tokens)."""
+        from jarvis.chat import apply_chat_template
+
+        tok = self.tokenizer
+        prompt = apply_chat_template(tok, messages[:-1], add_generation_prompt=True, tokenize=True)
+        if self.format == "chat":
+            full = apply_chat_template(tok, messages, add_generation_prompt=False, tokenize=True)
+        elif self.format == "completions":
+            full = apply_chat_template(
+                tok, messages[1:], add_generation_prompt=False, tokenize=True
+            )
+        else:
+            # TextDataset: encode with special tokens, then append EOS unless it ends with it.
+            full = list(tok.encode(orjson.loads(row)["text"]))
+            if self.eos_id is not None and (not full or full[-1] != self.eos_id):
+                full.append(self.eos_id)
+        return list(full), list(prompt)
+
+    def show(self, ids: Sequence[int]) -> str:
+        """Decode a few tokens for an error message."""
+        return repr(self.tokenizer.decode(list(ids)))
+
+
+def _canonical(model: Record) -> bytes:
+    return orjson.dumps(model.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+
+
+class _Spill:
+    """Bucket files for the deterministic shuffle; each line starts with its sort key."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir()
+        self.folder = folder
+        self.files: list[IO[bytes]] = [
+            (folder / f"{i:02d}").open("wb", buffering=1 << 16) for i in range(BUCKETS)
+        ]
+
+    def add(self, shuffle: int, unit: int, copy: int, payload: bytes) -> None:
+        # 64 - 5 bits: the bucket is the top of the hash, so bucket order is hash order.
+        self.files[shuffle >> 59].write(b"%016x%08x%04x\t%s\n" % (shuffle, unit, copy, payload))
+
+    def close(self) -> None:
+        for fh in self.files:
+            fh.close()
+
+    def buckets(self) -> Iterator[list[bytes]]:
+        """Yield each bucket's lines, sorted by (hash, unit, copy), in hash order."""
+        for i in range(BUCKETS):
+            path = self.folder / f"{i:02d}"
+            lines = path.read_bytes().splitlines()
+            path.unlink()
+            lines.sort()
+            yield lines
+
+
+def _reject(state: _State, out: IO[bytes], raw: RawRecord, reason: str, **extra: Any) -> None:
+    state.reject_count += 1
+    if len(state.rejects) < _SHOWN_ERRORS:
+        state.rejects.append(f"{raw.file}:{raw.line}: {reason}")
+    entry = {"file": raw.file, "line": raw.line, "reason": reason, **extra, "raw": raw.text}
+    out.write(orjson.dumps(entry) + b"\n")
+
+
+def _pass_one(
+    recipe: Recipe,
+    contract: Contract,
+    renderer: _Renderer,
+    files: list[tuple[InputSpec, Path]],
+    spill: _Spill,
+    rejects_out: IO[bytes],
+    progress: Any,
+) -> _State:
+    tags = sorted({spec.tag for spec, _ in files})
+    tag_index = {t: i for i, t in enumerate(tags)}
+    state = _State(tags=tags)
+    seed = recipe.seed
+    seed_bytes = b"%d\x00" % seed
+    group_field = contract.group_key
+    has_id = "id" in contract.schema.model_fields
+    checks = contract.spec.checks
+    max_len = recipe.max_seq_length
+    drop_long = recipe.on_overlength == "drop"
+    count_tokens = renderer.tokenizer is not None
+    for spec, path in files:
+        shown = str(path)
+        item = _Input(path=shown, tag=spec.tag, sha256=sha256_file(path))
+        state.inputs.append(item)
+        tag = tag_index[spec.tag]
+        tag_json = orjson.dumps(spec.tag)
+        copies = recipe.repeat.get(spec.tag, 1)
+        for raw in iter_file(path, shown):
+            item.records += 1
+            state.total += 1
+            if raw.error is not None or raw.value is None:
+                item.rejected += 1
+                _reject(state, rejects_out, raw, raw.error or "not a record")
+                continue
+            try:
+                model = contract.validate(raw.value)
+                canonical = _canonical(model)
+                digest = hashlib.sha256(canonical).digest()
+                content = int.from_bytes(digest[:8], "big")
+                if content in state.seen:
+                    item.duplicates += 1
+                    state.duplicates += 1
+                    continue
+                explicit = getattr(model, "id", None) if has_id else None
+                rid = explicit if isinstance(explicit, str) else digest.hex()[:16]
+                row, target, messages = renderer.render(model, rid)
+            except RecordError as exc:
+                item.rejected += 1
+                _reject(state, rejects_out, raw, str(exc))
+                continue
+            if explicit is not None:
+                id_hash = _h64(explicit.encode())
+                if id_hash in state.ids:
+                    item.rejected += 1
+                    _reject(state, rejects_out, raw, f"id: {explicit!r} is used by another record")
+                    continue
+                state.ids.add(id_hash)
+            ntok = 0
+            if count_tokens:
+                full, prompt = renderer.tokens(messages, row)
+                ntok = len(full)
+                where = f"{raw.file}:{raw.line}"
+                if ntok > max_len:
+                    if not drop_long:
+                        raise TokenizationError(
+                            f"{where}: row has {ntok} tokens, more than --max-seq-length "
+                            f"{max_len}; mlx-lm would silently cut its answer and EOS "
+                            "(shorten it, raise --max-seq-length, or --on-overlength drop)"
+                        )
+                    state.overlength += 1
+                    _reject(
+                        state,
+                        rejects_out,
+                        raw,
+                        f"{ntok} tokens > --max-seq-length {max_len}",
+                        tokens=ntok,
+                    )
+                    continue
+                _check_prefix(renderer, where, prompt, full)
+            state.seen.add(content)
+            item.accepted += 1
+            unit = len(state.tag_of)
+            state.tag_of.append(tag)
+            state.key_of.append(unit_key(seed, b"record", digest))
+            state.tokens_of.append(ntok)
+            mask = 0
+            for bit, result in enumerate(run_checks(target, checks)):
+                if result.passed:
+                    mask |= 1 << bit
+            state.checks_of.append(mask)
+            group = getattr(model, group_field, None) if group_field else None
+            if group is None:
+                state.group_of.append(-1)
+            else:
+                gid = state.groups.setdefault(str(group), len(state.groups))
+                if gid == len(state.group_keys):
+                    state.group_keys.append(unit_key(seed, b"group", str(group).encode()))
+                state.group_of.append(gid)
+            record = model.model_dump(mode="json", exclude_none=True)
+            if has_id:
+                record["id"] = rid
+            tail = b"%s\t%s\t%s\t%s" % (
+                row,
+                orjson.dumps(rid),
+                tag_json,
+                orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+            )
+            spill.add(_h64(seed_bytes + b"shuffle\x00\x00" + digest), unit, 0, tail)
+            for copy in range(1, copies):
+                shuffle = _h64(seed_bytes + b"shuffle\x00%d" % copy + digest)
+                spill.add(shuffle, unit, copy, row)
+        if item.records == 0:
+            raise DatasetError(f"{shown}: empty input file (no records); nothing to train on")
+        if progress is not None:
+            progress.update(max(path.stat().st_size, 1))
+    return state
+
+
+def _check_prefix(renderer: _Renderer, where: str, prompt: list[int], full: list[int]) -> None:
+    if len(full) > 1 and renderer.bos_id is not None and full[0] == full[1] == renderer.bos_id:
+        raise TokenizationError(f"{where}: the row starts with a doubled BOS token")
+    i = next((i for i, t in enumerate(prompt) if i >= len(full) or full[i] != t), None)
+    if i is None and len(full) > len(prompt):
+        return
+    if i is None:
+        raise TokenizationError(
+            f"{where}: the training row has no tokens after the runtime prompt "
+            f"({len(prompt)} prompt tokens, {len(full)} row tokens)"
+        )
+    lo = max(0, i - 3)
+    raise TokenizationError(
+        f"{where}: the runtime prompt is not a token prefix of the training row; first "
+        f"difference at token {i}: prompt has {renderer.show(prompt[lo : i + 3])}, row has "
+        f"{renderer.show(full[lo : i + 3])}"
+    )
+
+
+# --- between the passes: splits and composition ---------------------------------------------
+
+
+@dataclass
+class _Plan:
+    split_of: bytearray
+    rows: list[list[int]]  # [split][tag] -> rows (train counts repeats)
+    records: list[list[int]]  # [split][tag] -> unique records
+    passed: list[list[int]]  # [split][tag] -> rows passing every check
+    per_check: list[list[int]]  # [split][check] -> rows passing that check
+    tokens: list[list[int]]  # [split] -> token count per record (repeats not counted)
+
+
+def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
+    n = len(state.tag_of)
+    ntags = len(state.tags)
+    forced_tags = {state.tags.index(t) for t in recipe.train_only}
+    # Units: groups first (index = group id), then ungrouped records.
+    ngroups = len(state.group_keys)
+    unit_of = array("q", [0]) * n
+    keys = array("Q", state.group_keys)
+    strata = array("H", [65535]) * ngroups
+    sizes = array("I", [0]) * ngroups
+    forced = bytearray(ngroups)
+    for r in range(n):
+        g = state.group_of[r]
+        tag = state.tag_of[r]
+        if g >= 0:
+            unit_of[r] = g
+            sizes[g] += 1
+            # A group spanning tags is stratified under its first tag name; forced if any is.
+            strata[g] = min(strata[g], tag)
+            if tag in forced_tags:
+                forced[g] = 1
+        else:
+            unit_of[r] = len(keys)
+            keys.append(state.key_of[r])
+            strata.append(tag)
+            sizes.append(1)
+            forced.append(1 if tag in forced_tags else 0)
+    unit_split = assign(keys, strata, sizes, forced, recipe.split)
+    split_of = bytearray(unit_split[unit_of[r]] for r in range(n))
+    nchecks = len(contract.spec.checks)
+    all_checks = (1 << nchecks) - 1
+    repeat = [recipe.repeat.get(t, 1) for t in state.tags]
+    plan = _Plan(
+        split_of=split_of,
+        rows=[[0] * ntags for _ in SPLITS],
+        records=[[0] * ntags for _ in SPLITS],
+        passed=[[0] * ntags for _ in SPLITS],
+        per_check=[[0] * nchecks for _ in SPLITS],
+        tokens=[[] for _ in SPLITS],
+    )
+    for r in range(n):
+        s = split_of[r]
+        tag = state.tag_of[r]
+        weight = repeat[tag] if s == TRAIN else 1
+        plan.rows[s][tag] += weight
+        plan.records[s][tag] += 1
+        mask = state.checks_of[r]
+        if mask == all_checks:
+            plan.passed[s][tag] += weight
+        for bit in range(nchecks):
+            if mask >> bit & 1:
+                plan.per_check[s][bit] += weight
+        plan.tokens[s].append(state.tokens_of[r])
+    return plan
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
+
+
+def _token_stats(lengths: list[int]) -> dict[str, float | int]:
+    ordered = sorted(lengths)
+    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+    return {
+        "min": ordered[0],
+        "max": ordered[-1],
+        "mean": round(sum(ordered) / len(ordered), 1),
+        "p95": p95,
+    }
+
+
+def _split_summary(
+    recipe: Recipe, contract: Contract, state: _State, plan: _Plan, s: int, tokens: bool
+) -> dict[str, Any]:
+    rows = sum(plan.rows[s])
+    names = [_check_name(c) for c in contract.spec.checks]
+    out: dict[str, Any] = {
+        "rows": rows,
+        "records": sum(plan.records[s]),
+        "tags": {
+            t: {
+                "rows": plan.rows[s][i],
+                "records": plan.records[s][i],
+                "share": _share(plan.rows[s][i], rows),
+            }
+            for i, t in enumerate(state.tags)
+        },
+        "repeats": {t: n for t, n in sorted(recipe.repeat.items())} if s == TRAIN else {},
+        "compliance": {
+            "overall": _share(sum(plan.passed[s]), rows),
+            "per_tag": {
+                t: _share(plan.passed[s][i], plan.rows[s][i]) for i, t in enumerate(state.tags)
+            },
+            "per_check": {name: _share(plan.per_check[s][b], rows) for b, name in enumerate(names)},
+        },
+    }
+    if tokens and plan.tokens[s]:
+        out["tokens"] = _token_stats(plan.tokens[s])
+    return out
+
+
+def _check_name(spec: Mapping[str, Any]) -> str:
+    return next(iter(spec))
+
+
+def _check_composition(recipe: Recipe, contract: Contract, state: _State, plan: _Plan) -> None:
+    if not state.tag_of:
+        raise DatasetError(
+            f"no valid records: all {state.total} records were rejected; nothing to train on"
+        )
+    bs = recipe.batch_size
+    for s, name in enumerate(SPLITS):
+        rows = sum(plan.rows[s])
+        if s != TRAIN and recipe.split[s] == 0:
+            continue
+        if rows < bs:
+            hint = (
+                "add records"
+                if s == TRAIN
+                else f"add records, or raise its --split share (0 leaves {name}.jsonl out)"
+            )
+            raise DatasetError(
+                f"{name} split has {rows} rows, fewer than --batch-size {bs}: mlx-lm "
+                f"cannot form one batch from it; {hint}"
+            )
+    train_rows = sum(plan.rows[TRAIN])
+    for tag, ratio in sorted(recipe.min_ratio.items()):
+        i = state.tags.index(tag)
+        have = plan.rows[TRAIN][i]
+        share = have / train_rows
+        if share < ratio:
+            others = train_rows - have
+            need = math.ceil(ratio * others / ((1 - ratio) * max(plan.records[TRAIN][i], 1)))
+            raise DatasetError(
+                f"tag {tag!r} is {share:.2%} of train ({have} of {train_rows} rows), below "
+                f"--min-ratio {tag}={ratio:g}; add {tag} records, or try --repeat {tag}={need}"
+            )
+    if recipe.min_compliant is not None:
+        passed = sum(plan.passed[TRAIN])
+        share = passed / train_rows
+        if share < recipe.min_compliant:
+            per_check = ", ".join(
+                f"{_check_name(c)} {plan.per_check[TRAIN][b] / train_rows:.1%}"
+                for b, c in enumerate(contract.spec.checks)
+            )
+            raise DatasetError(
+                f"{share:.2%} of training targets pass every output check of {contract.ref} "
+                f"({passed} of {train_rows} rows), below --min-compliant "
+                f"{recipe.min_compliant:g}; per check: {per_check or 'no checks'}"
+            )
+
+
+# --- pass 2 --------------------------------------------------------------------------------
+
+
+class _Writer:
+    """An output file that hashes and counts what it writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = path.open("wb", buffering=1 << 20)
+        self.digest = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.digest.update(line)
+        self.rows += 1
+
+    def close(self) -> dict[str, Any]:
+        self.fh.close()
+        return {"sha256": self.digest.hexdigest(), "rows": self.rows}
+
+
+def _pass_two(tmp: Path, spill: _Spill, plan: _Plan) -> dict[str, dict[str, Any]]:
+    writers = [
+        _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
+        for s, name in enumerate(SPLITS)
+    ]
+    records = _Writer(tmp / RECORDS)
+    split_json = [b'"%s"' % name.encode() for name in SPLITS]
+    split_of = plan.split_of
+    for lines in spill.buckets():
+        for line in lines:
+            unit = int(line[16:24], 16)
+            s = split_of[unit]
+            copy = line[24:28] != b"0000"
+            if copy and s != TRAIN:
+                continue
+            payload = line[29:]
+            if copy:
+                row = payload
+            else:
+                row, rid, tag, record = payload.split(b"\t")
+                records.write(
+                    b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n'
+                    % (rid, split_json[s], tag, record)
+                )
+            writer = writers[s]
+            assert writer is not None
+            writer.write(row + b"\n")
+    files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
+    files[RECORDS] = records.close()
+    return files
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _collect_files(recipe: Recipe) -> list[tuple[InputSpec, Path]]:
+    specs = recipe.input_specs()
+    tags = {s.tag for s in specs}
+    for option, names in (
+        ("--train-only", recipe.train_only),
+        ("--repeat", list(recipe.repeat)),
+        ("--min-ratio", list(recipe.min_ratio)),
+    ):
+        for tag in names:
+            if tag not in tags:
+                raise InputError(
+                    f"{option} {tag}: no input has the tag {tag!r} "
+                    f"(tags: {', '.join(sorted(tags))}); tag an input as --input {tag}=PATH"
+                )
+    files: list[tuple[InputSpec, Path]] = []
+    for spec in specs:
+        files += [(spec, p) for p in expand(spec)]
+    return files
+
+
+def render_dataset(
+    recipe: Recipe,
+    out: Path,
+    *,
+    force: bool = False,
+    root: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Render, check and write an mlx-lm dataset folder from raw records.
+
+    Args:
+        recipe: every setting (CLI options or `--recipe` file).
+        out: the output folder (`train.jsonl`, `valid.jsonl`, `test.jsonl`, `records.jsonl`,
+            `rejects.jsonl` when any, `manifest.json`).
+        force: replace an existing `out`.
+        root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+        progress: show a progress bar on stderr when it is a terminal.
+
+    Returns:
+        The manifest written to `out/manifest.json`.
+
+    Raises:
+        OutputExistsError: `out` exists and `force` is false.
+        InputError: a missing input, or more rejected records than `--max-reject-rate`.
+        DatasetError: nothing to train on, a split below `--batch-size`, or a composition
+            threshold (`--min-ratio`, `--min-compliant`) not met.
+        TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
+            prefix of its row.
+    """
+    from jarvis import __version__
+
+    contract = load_contract(recipe.contract, root=root)
+    files = _collect_files(recipe)
+    renderer = _Renderer(contract, recipe)
+    with atomic_dir(Path(out), force=force) as tmp:
+        # mkdtemp makes the folder 0700; a dataset folder gets the user's usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
+        spill = _Spill(tmp / ".spill")
+        bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
+        try:
+            with (tmp / REJECTS).open("wb") as rejects_out:
+                state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar)
+        finally:
+            spill.close()
+            if bar is not None:
+                bar.render_finish()
+        _check_rejects(recipe, state)
+        plan = _plan(recipe, contract, state)
+        _check_composition(recipe, contract, state, plan)
+        written = _pass_two(tmp, spill, plan)
+        shutil.rmtree(spill.folder)
+        if state.reject_count:
+            written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
+        else:
+            (tmp / REJECTS).unlink()
+        manifest = _manifest(recipe, contract, state, plan, written, __version__)
+        (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
+    return manifest
+
+
+def _progress_bar(files: list[tuple[InputSpec, Path]]) -> Any:
+    import click
+
+    total = sum(max(p.stat().st_size, 1) for _, p in files)
+    bar = click.progressbar(length=total, label="rendering", file=sys.stderr)
+    bar.render_progress()
+    return bar
+
+
+def _check_rejects(recipe: Recipe, state: _State) -> None:
+    invalid = state.reject_count - state.overlength
+    if state.total == 0 or invalid / state.total <= recipe.max_reject_rate:
+        return
+    first = state.rejects[0]
+    more = "\n".join(f"  {line}" for line in state.rejects[1:])
+    raise InputError(
+        f"{first}\n{more + chr(10) if more else ''}"
+        f"  {invalid} of {state.total} records rejected ({invalid / state.total:.2%}), above "
+        f"--max-reject-rate {recipe.max_reject_rate:g}"
+    )
+
+
+def _manifest(
+    recipe: Recipe,
+    contract: Contract,
+    state: _State,
+    plan: _Plan,
+    files: dict[str, dict[str, Any]],
+    version: str,
+) -> dict[str, Any]:
+    tokens = recipe.tokenizer is not None
+    splits = {
+        name: _split_summary(recipe, contract, state, plan, s, tokens)
+        for s, name in enumerate(SPLITS)
+        if f"{name}.jsonl" in files
+    }
+    return {
+        "jarvis_version": version,
+        "contract": {
+            "name": contract.name,
+            "version": contract.version,
+            "ref": contract.ref,
+            "fingerprint": contract.fingerprint,
+        },
+        "format": recipe.format,
+        "recipe": recipe.model_dump(mode="json"),
+        "inputs": [
+            {
+                "path": i.path,
+                "tag": i.tag,
+                "sha256": i.sha256,
+                "records": i.records,
+                "accepted": i.accepted,
+                "rejected": i.rejected,
+                "duplicates": i.duplicates,
+            }
+            for i in state.inputs
+        ],
+        "records": {"read": state.total, "unique": len(state.tag_of)},
+        "splits": splits,
+        "files": files,
+        "duplicates": state.duplicates,
+        "rejects": state.reject_count,
+        "rejects_overlength": state.overlength,
+    }
+
+
+def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def load_manifest(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a rendered dataset's manifest, refusing a folder mlx-lm could not train on.
+
+    Args:
+        dataset_dir: a folder written by `render-dataset`.
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        DatasetError: the folder is missing or empty, has no or a malformed `manifest.json`,
+            or `train.jsonl` is missing or empty.
+    """
+    folder = Path(dataset_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such dataset folder; run `jarvis render-dataset`")
+    if not any(folder.iterdir()):
+        raise DatasetError(f"{folder}: the dataset folder is empty; run `jarvis render-dataset`")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DatasetError(
+            f"{folder}: no {MANIFEST}; not a folder written by `jarvis render-dataset`"
+        )
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: malformed manifest: {exc}") from exc
+    required = ("jarvis_version", "contract", "format", "recipe", "splits", "files")
+    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise DatasetError(f"{path}: malformed manifest: missing {', '.join(missing)}")
+    contract = manifest["contract"]
+    if not isinstance(contract, dict) or not {"name", "version", "fingerprint"} <= contract.keys():
+        raise DatasetError(f"{path}: malformed manifest: contract needs name, version, fingerprint")
+    train = folder / "train.jsonl"
+    if not train.is_file() or train.stat().st_size == 0:
+        state = "missing" if not train.is_file() else "empty"
+        raise DatasetError(f"{train}: {state}; nothing to train on")
+    return dict(manifest)
+
+
+def format_summary(manifest: Mapping[str, Any]) -> str:
+    """Return the human summary table: rows per split and tag, shares, compliance, rejects."""
+    splits: Mapping[str, Any] = manifest["splits"]
+    names = [s for s in SPLITS if s in splits]
+    tags = sorted({t for s in names for t in splits[s]["tags"]})
+    header = ["tag", *names, "train share", "train compliant"]
+    table = [header]
+    train = splits.get("train", {})
+    for tag in tags:
+        cells = [tag]
+        for s in names:
+            cells.append(str(splits[s]["tags"].get(tag, {}).get("rows", 0)))
+        info = train.get("tags", {}).get(tag, {})
+        cells.append(f"{info.get('share', 0.0):.1%}")
+        cells.append(f"{train.get('compliance', {}).get('per_tag', {}).get(tag, 0.0):.1%}")
+        table.append(cells)
+    total = ["total", *(str(splits[s]["rows"]) for s in names), "100.0%"]
+    total.append(f"{train.get('compliance', {}).get('overall', 0.0):.1%}")
+    table.append(total)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in table
+    ]
+    c = manifest["contract"]
+    out = [f"{c['ref']} ({c['fingerprint'][:12]})  format: {manifest['format']}", *lines]
+    repeats = train.get("repeats") or {}
+    if repeats:
+        out.append("repeats in train: " + ", ".join(f"{t} x{n}" for t, n in repeats.items()))
+    for name in names:
+        stats = splits[name].get("tokens")
+        if stats:
+            out.append(
+                f"tokens {name}: min {stats['min']}  mean {stats['mean']}  "
+                f"p95 {stats['p95']}  max {stats['max']}"
+            )
+    out.append(
+        f"duplicates dropped: {manifest['duplicates']}   rejects: {manifest['rejects']}"
+        + (f" (see {REJECTS})" if manifest["rejects"] else "")
+    )
+    return "\n".join(out)

@@ -1,0 +1,121 @@
+"""`make demo`: the whole chain on the bundled data and a tiny offline model, on a CPU.
+
+Steps: build a tiny model, `jarvis render-dataset`, `jarvis train`, check the adapter's stamp,
+`jarvis reply`, and show that an adapter with an edited fingerprint is refused. Each step runs
+the real command line in a subprocess and prints what it did. Output goes to `demo-out/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from jarvis.contract import bundled_root
+
+OUT = Path("demo-out")
+SAMPLE = [
+    {"messages": [{"sender": "Sam", "text": "you coming tonight?"}], "reply": "yea omw"},
+    {"messages": [{"sender": "Ana", "text": "dinner at 7?"}], "reply": "7 works"},
+    {"messages": [{"sender": "Sam", "text": "did you pay rent"}], "reply": "ya sent it"},
+    {"messages": [{"sender": "Lee", "text": "where are you"}], "reply": "10 min away"},
+    {"messages": [{"sender": "Ana", "text": "lol did you see that"}], "reply": "lmao yes"},
+    {"messages": [{"sender": "Sam", "text": "gym tmrw?"}], "reply": "down, 8am?"},
+    {"messages": [{"sender": "Lee", "text": "can you call me"}], "reply": "in a sec"},
+    {"messages": [{"sender": "Ana", "text": "happy bday!!"}], "reply": "thank u!!"},
+    {"messages": [{"sender": "Sam", "text": "movie later?"}], "reply": "which one"},
+    {"messages": [{"sender": "Lee", "text": "you up?"}], "reply": "ya whats up"},
+]
+
+
+def _step(n: int, title: str) -> None:
+    print(f"\n== {n}. {title}", flush=True)
+
+
+def _jarvis(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `jarvis ARGS` as a user would, echoing the command and its output."""
+    print("$ jarvis " + " ".join(args), flush=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jarvis", *args], capture_output=True, text=True, check=False
+    )
+    for line in (proc.stdout + proc.stderr).rstrip("\n").splitlines():
+        print(f"  {line}")
+    if check and proc.returncode != 0:
+        raise SystemExit(f"demo failed: jarvis {args[0]} exited {proc.returncode}")
+    return proc
+
+
+def _input() -> tuple[str, str]:
+    """Return the input path and a split that leaves at least 2 rows per split."""
+    examples = bundled_root() / "examples" / "reply"
+    if examples.is_dir() and any(examples.glob("*.jsonl")):
+        return str(examples), "0.8,0.1,0.1"
+    path = OUT / "sample.jsonl"  # the bundled examples are not in this checkout
+    path.write_text("".join(json.dumps(r) + "\n" for r in SAMPLE), encoding="utf-8")
+    print(f"  (no bundled examples found; using {len(SAMPLE)} sample records in {path})")
+    return str(path), "0.6,0.2,0.2"
+
+
+def main() -> None:
+    """Run the demo chain and print what each step did."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    start = time.perf_counter()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir()
+    model, data, adapter = OUT / "tiny-model", OUT / "data", OUT / "adapter"
+
+    _step(1, "build a tiny random llama model offline (stands in for a real base model)")
+    _jarvis("dev", "tiny-model", str(model))
+
+    _step(2, "render the training data through the reply@1 contract")
+    source, split = _input()
+    _jarvis(
+        "render-dataset", "--contract", "reply@1", "--input", source, "--out", str(data),
+        "--tokenizer", str(model), "--batch-size", "2", "--split", split,
+    )  # fmt: skip
+
+    _step(3, "train a LoRA adapter (a few iterations on CPU); the adapter gets a jarvis stamp")
+    _jarvis(
+        "train", "--dataset", str(data), "--model", str(model), "--adapter-path", str(adapter),
+        "--iters", "20", "--batch-size", "2", "--learning-rate", "5e-3",
+    )  # fmt: skip
+
+    _step(4, "verify the stamp in adapter_config.json")
+    stamp = json.loads((adapter / "adapter_config.json").read_text())["jarvis"]
+    for key in ("ref", "fingerprint", "dataset_manifest_sha256", "base_model"):
+        print(f"  jarvis.{key}: {stamp[key]}")
+    print(f"  jarvis.chat_template_sha256: {stamp['chat_template_sha256']}")
+    from jarvis.adapter import check_adapter
+    from jarvis.contract import load_contract
+
+    warnings = check_adapter(adapter, load_contract(stamp["ref"]), base_model=model)
+    print("  check_adapter: " + ("; ".join(warnings) or "matches reply@1 and the base model"))
+
+    _step(5, "reply through the contract (the model is random: expect noise, not words)")
+    _jarvis("reply", "--model", str(model), "--adapter", str(adapter), "--dry-run",
+            "--sender", "Sam", "you coming tonight?")  # fmt: skip
+    _jarvis("reply", "--model", str(model), "--adapter", str(adapter), "--json", "--seed", "3",
+            "--sender", "Sam", "you coming tonight?")  # fmt: skip
+
+    _step(6, "edit the adapter's fingerprint: jarvis reply refuses it (exit 8)")
+    bad = OUT / "adapter-edited"
+    shutil.copytree(adapter, bad)
+    config = json.loads((bad / "adapter_config.json").read_text())
+    config["jarvis"]["fingerprint"] = "0" * 64
+    (bad / "adapter_config.json").write_text(json.dumps(config, indent=4))
+    proc = _jarvis("reply", "--model", str(model), "--adapter", str(bad), "hi", check=False)
+    if proc.returncode != 8:
+        raise SystemExit(f"demo failed: expected exit 8, got {proc.returncode}")
+    print(f"  exit code {proc.returncode}")
+
+    print(f"\ndemo finished in {time.perf_counter() - start:.1f}s; everything is in {OUT}/")
+    print("On a Mac with a real model: see README, 'Train and reply on a real model'.")
+
+
+if __name__ == "__main__":
+    main()

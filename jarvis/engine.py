@@ -1,0 +1,473 @@
+"""`ReplyEngine`: a base model plus a stamped adapter, serving prompts rendered by the contract.
+
+The engine refuses an adapter trained on another contract version or base model, renders the
+runtime prompt through the same contract and chat template mlx-lm applied in training,
+prefills the contract's static system prefix once into a KV cache, and copies it per request.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jarvis.adapter import (
+    chat_template_sha256,
+    check_stamp,
+    config_sha256,
+    emit_warnings,
+    raise_or_allow,
+    read_stamp,
+    resolve_model_dir,
+)
+from jarvis.chat import apply_chat_template, has_thinking, special_tokens
+from jarvis.checks import CheckResult, run_checks
+from jarvis.contract import Contract, load_contract
+from jarvis.errors import InputError, JarvisError, ModelError
+
+# End-of-turn markers of common chat templates. One that the template uses but the tokenizer
+# does not treat as EOS would let generation run past the end of the reply.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>")
+
+Request = Mapping[str, Any] | Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A finished reply with its timings and the contract's output checks.
+
+    Attributes:
+        text: the reply text (stop string and EOS excluded).
+        finish_reason: "stop" (EOS or a stop string) or "length" (max_tokens).
+        prompt_tokens: tokens in the full rendered prompt.
+        generation_tokens: tokens generated (the EOS token counts, as in mlx-lm).
+        cached_prefix_tokens: prompt tokens served from the prefix cache (0 without it).
+        ttft_s: seconds from the call to the first generated token.
+        tokens_per_s: decode speed after the first token.
+        contract: the contract ref, e.g. "reply@1".
+        fingerprint: the contract fingerprint.
+        checks: one result per output check of the contract.
+        adapter: the adapter folder, if any.
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    generation_tokens: int
+    cached_prefix_tokens: int
+    ttft_s: float
+    tokens_per_s: float
+    contract: str
+    fingerprint: str
+    checks: list[CheckResult] = field(default_factory=list)
+    adapter: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether every output check passed."""
+        return all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON object `jarvis reply --json` prints."""
+        return {
+            "text": self.text,
+            "finish_reason": self.finish_reason,
+            "contract": self.contract,
+            "fingerprint": self.fingerprint,
+            "prompt_tokens": self.prompt_tokens,
+            "generation_tokens": self.generation_tokens,
+            "cached_prefix_tokens": self.cached_prefix_tokens,
+            "ttft_s": round(self.ttft_s, 6),
+            "tokens_per_s": round(self.tokens_per_s, 3),
+            "checks": [c.to_dict() for c in self.checks],
+            "adapter": self.adapter,
+        }
+
+
+@dataclass(frozen=True)
+class ReplyChunk:
+    """One generated token: the new text it releases, and on the last chunk the `Reply`.
+
+    Attributes:
+        text: text released by this token ("" while a possible stop string is held back).
+        token: the token id.
+        logprobs: the step's log-probability vector (an `mx.array`).
+        reply: the finished `Reply`, set on the last chunk only.
+    """
+
+    text: str
+    token: int
+    logprobs: Any = field(repr=False)
+    reply: Reply | None = None
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that could still grow into a stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best
+
+
+def request_messages(
+    contract: Contract, request: Request, *, tokenizer: Any = None
+) -> list[dict[str, str]]:
+    """Render a request as the chat messages the model sees (system, user), without mlx.
+
+    Args:
+        contract: the contract.
+        request: an input record of the contract's schema (its target is ignored), or a
+            message list `[{"sender", "text"}, ...]` for a contract with a `messages` field.
+        tokenizer: its special tokens are refused (or escaped) like the contract's own.
+
+    Raises:
+        RecordError: the request fails the contract's schema.
+        SpecialTokenError: a value holds a control string of the contract or tokenizer.
+    """
+    record = dict(request) if isinstance(request, Mapping) else {"messages": list(request)}
+    record.pop(contract.target_field, None)
+    extra = special_tokens(tokenizer) if tokenizer is not None else ()
+    policy = contract.special_token_policy(extra)
+    return contract.messages(contract.validate(record), with_target=False, policy=policy)
+
+
+def parse_request(
+    contract: Contract, text: str, *, sender: str = "them", lines: bool = True
+) -> Request:
+    """Turn command-line text into a request for `contract`.
+
+    JSON (a record object, or a `[{"sender", "text"}]` list) is used as is. Otherwise, for a
+    contract with `messages`, each `sender: text` line is one message and a line without a
+    `sender:` is from `sender` (with `lines=False` the whole text is one message from
+    `sender`); for any other contract the text fills the first required string field
+    (e.g. codegen's `instruction`).
+
+    Raises:
+        InputError: the text is empty or the contract has no field to put it in.
+    """
+    import json
+
+    stripped = text.strip()
+    if not stripped:
+        raise InputError("empty message")
+    if stripped[0] in "[{":
+        try:
+            value = json.loads(stripped)
+        except ValueError as exc:
+            raise InputError(f"invalid JSON request: {exc}") from exc
+        if isinstance(value, dict | list):
+            return value
+    fields = contract.schema.model_fields
+    if "messages" in fields and not lines:
+        return [{"sender": sender, "text": text}]
+    if "messages" in fields:
+        messages = []
+        for line in stripped.splitlines():
+            who, sep, said = line.partition(": ")
+            named = sep and who.strip() and len(who) <= 40 and "\n" not in who
+            messages.append(
+                {"sender": who.strip(), "text": said} if named else {"sender": sender, "text": line}
+            )
+        return messages
+    for name, info in fields.items():
+        if name != contract.target_field and info.is_required() and info.annotation is str:
+            return {name: stripped}
+    raise InputError(f"{contract.ref}: give the request as a JSON object")
+
+
+class ReplyEngine:
+    """A base model (plus an optional jarvis-stamped adapter) bound to one prompt contract.
+
+    Example:
+        engine = ReplyEngine("path/to/model", "adapters/", contract="reply@1")
+        engine.reply([{"sender": "Sam", "text": "you coming?"}]).text
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        adapter: str | os.PathLike[str] | None = None,
+        *,
+        contract: str | Contract = "reply",
+        allow_mismatch: bool = False,
+        root: str | os.PathLike[str] | None = None,
+        prefix_cache: bool = True,
+    ) -> None:
+        """Load the model and adapter, check the stamp, and prefill the system prefix.
+
+        Args:
+            model: a local model folder or a hub id (already in the local cache when offline).
+            adapter: an mlx-lm adapter folder, normally written by `jarvis train`.
+            contract: contract ref or `Contract` the prompts are rendered with.
+            allow_mismatch: load an adapter whose stamp does not match (warns instead).
+            root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+            prefix_cache: prefill the static system prefix once and reuse it.
+
+        Raises:
+            ContractMismatchError: the adapter's stamp names another contract version,
+                fingerprint, chat template or base model.
+            ModelError: the model or adapter cannot be loaded.
+        """
+        self.contract = load_contract(contract, root=root)
+        self.model_id = os.fspath(model)
+        self.adapter = str(Path(adapter).absolute()) if adapter is not None else None
+        self.warnings: list[str] = []
+        self.stamp: dict[str, Any] | None = None
+        where = f"adapter {adapter}"
+        if adapter is not None:
+            # Refuse a contract mismatch before paying for the model load.
+            self.stamp = read_stamp(adapter)
+            problems, notes = check_stamp(self.stamp, self.contract, where=where)
+            self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
+        self.model, self.tokenizer = _load(self.model_id, self.adapter)
+        if self.stamp is not None:
+            folder = resolve_model_dir(self.model_id)
+            problems, _ = check_stamp(
+                self.stamp,
+                self.contract,
+                where=where,
+                chat_template_sha=chat_template_sha256(self.tokenizer),
+                base_config_sha256=config_sha256(folder) if folder is not None else None,
+            )
+            problems = [p for p in problems if "fingerprint" not in p]  # reported above
+            self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
+        emit_warnings(self.warnings, stamped=self.stamp is not None)
+        self.enable_thinking = has_thinking(self.tokenizer)
+        self._add_end_of_turn()
+        self.prefix_tokens: list[int] = []
+        self._prefix_cache: list[Any] | None = None
+        if prefix_cache:
+            self._build_prefix_cache()
+
+    # -- prompt ---------------------------------------------------------------------------
+
+    def messages(self, request: Request) -> list[dict[str, str]]:
+        """Render a request as the chat messages the model sees (see `request_messages`)."""
+        return request_messages(self.contract, request, tokenizer=self.tokenizer)
+
+    def render(self, request: Request) -> str:
+        """Return the exact prompt string, through the base tokenizer's chat template."""
+        return str(
+            apply_chat_template(
+                self.tokenizer,
+                self.messages(request),
+                add_generation_prompt=True,
+                enable_thinking=self.enable_thinking,
+            )
+        )
+
+    def prompt_tokens(self, request: Request) -> list[int]:
+        """Return the prompt token ids, as mlx-lm's `apply_chat_template` produced in training."""
+        return self._tokens(self.messages(request))
+
+    def _tokens(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return list(
+            apply_chat_template(
+                self.tokenizer,
+                messages,
+                add_generation_prompt=True,
+                tokenize=True,
+                enable_thinking=self.enable_thinking,
+            )
+        )
+
+    # -- generation -----------------------------------------------------------------------
+
+    def stream_reply(
+        self,
+        request: Request,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+        use_cache: bool = True,
+    ) -> Iterator[ReplyChunk]:
+        """Generate a reply token by token.
+
+        Args:
+            request: an input record, or a `[{"sender", "text"}]` list (see `messages`).
+            max_tokens: default the contract's `generation.max_tokens`.
+            temperature: default the contract's; 0 is greedy.
+            top_p: default the contract's.
+            seed: seeds mlx's sampler for a reproducible reply.
+            stop: stop strings (default the contract's); `[]` disables them.
+            use_cache: start from the prefilled system prefix when the prompt has it.
+
+        Yields:
+            One `ReplyChunk` per token; the last one carries the `Reply`.
+
+        Raises:
+            RecordError: the request fails the contract's schema.
+        """
+        import mlx.core as mx
+        from mlx_lm import stream_generate
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+        from mlx_lm.sample_utils import make_sampler
+
+        start = time.perf_counter()
+        gen = self.contract.spec.generation
+        limit = gen.max_tokens if max_tokens is None else max_tokens
+        stops = [s for s in (gen.stop if stop is None else stop) if s]
+        sampler = make_sampler(
+            temp=gen.temperature if temperature is None else temperature,
+            top_p=gen.top_p if top_p is None else top_p,
+        )
+        if seed is not None:
+            mx.random.seed(seed)
+        tokens = self.prompt_tokens(request)
+        cached = 0
+        cache: list[Any] | None = None
+        if use_cache and self._prefix_cache is not None:
+            # At least one prompt token must remain for the model to produce logits.
+            cached = min(_common_prefix(self.prefix_tokens, tokens), len(tokens) - 1)
+            trim = len(self.prefix_tokens) - cached
+            if cached > 0 and (trim == 0 or can_trim_prompt_cache(self._prefix_cache)):
+                cache = copy.deepcopy(self._prefix_cache)
+                if trim:
+                    trim_prompt_cache(cache, trim)
+            else:
+                cached = 0
+
+        text = ""
+        emitted = 0
+        finish = "length"
+        n = 0
+        first = last = start
+        stream = stream_generate(
+            self.model,
+            self.tokenizer,
+            mx.array(tokens[cached:]),
+            max_tokens=limit,
+            sampler=sampler,
+            prompt_cache=cache,
+        )
+        try:
+            for resp in stream:
+                n += 1
+                last = time.perf_counter()
+                if n == 1:
+                    first = last
+                text += resp.text
+                finish = resp.finish_reason or finish
+                hit = _find_stop(text, stops, emitted)
+                if hit is not None:
+                    text, finish = text[:hit], "stop"
+                    break
+                if resp.finish_reason is not None:
+                    break
+                safe = len(text) - _held_back(text, stops) if stops else len(text)
+                if safe > emitted:
+                    chunk, emitted = text[emitted:safe], safe
+                else:
+                    chunk = ""
+                yield ReplyChunk(chunk, resp.token, resp.logprobs)
+        finally:
+            stream.close()
+        reply = Reply(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(tokens),
+            generation_tokens=n,
+            cached_prefix_tokens=cached,
+            ttft_s=first - start,
+            tokens_per_s=(n - 1) / (last - first) if n > 1 and last > first else 0.0,
+            contract=self.contract.ref,
+            fingerprint=self.contract.fingerprint,
+            checks=run_checks(text, self.contract.spec.checks),
+            adapter=self.adapter,
+        )
+        if n:
+            yield ReplyChunk(text[emitted:], resp.token, resp.logprobs, reply)
+        else:  # pragma: no cover - stream_generate always yields at least one response
+            yield ReplyChunk("", -1, None, reply)
+
+    def reply(self, request: Request, **options: Any) -> Reply:
+        """Generate a whole reply; takes the same options as `stream_reply`.
+
+        Returns:
+            The `Reply`.
+        """
+        for chunk in self.stream_reply(request, **options):
+            if chunk.reply is not None:
+                return chunk.reply
+        raise ModelError("generation ended without a reply")  # pragma: no cover
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _add_end_of_turn(self) -> None:
+        template = str(getattr(self.tokenizer, "chat_template", None) or "")
+        vocab = self.tokenizer.get_vocab()
+        for token in END_OF_TURN:
+            if token in template and token in vocab:
+                self.tokenizer.add_eos_token(token)
+
+    def _build_prefix_cache(self) -> None:
+        import mlx.core as mx
+        from mlx_lm.generate import generate_step
+        from mlx_lm.models.cache import make_prompt_cache
+
+        # The static prefix is what two prompts with different user text share; rendering
+        # both (rather than the system message alone) is robust to template quirks.
+        system = {"role": "system", "content": self.contract.system_prompt}
+        a = self._tokens([system, {"role": "user", "content": "a"}])
+        b = self._tokens([system, {"role": "user", "content": "b"}])
+        prefix = a[: _common_prefix(a, b)]
+        if not prefix:
+            return
+        cache = make_prompt_cache(self.model)
+        for _ in generate_step(mx.array(prefix), self.model, max_tokens=0, prompt_cache=cache):
+            pass
+        mx.eval([c.state for c in cache])
+        self.prefix_tokens, self._prefix_cache = prefix, cache
+
+
+def _find_stop(text: str, stops: Sequence[str], emitted: int) -> int | None:
+    """Return where the earliest stop string starts in `text`, searching from unreleased text."""
+    best: int | None = None
+    for stop in stops:
+        i = text.find(stop, max(0, emitted - len(stop) + 1))
+        if i >= 0 and (best is None or i < best):
+            best = i
+    return best
+
+
+def _load(model: str, adapter: str | None) -> tuple[Any, Any]:
+    """Load base and adapter through mlx-lm and evaluate every parameter now.
+
+    Evaluating at once means no lazy adapter array is left bound to this thread's stream,
+    so the engine can generate from a worker thread (mlx-lm-facts 2.2).
+    """
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import mlx.core as mx
+    from mlx_lm import load
+
+    if resolve_model_dir(model) is None:
+        raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
+    try:
+        result: Any = load(model, adapter_path=adapter)
+    except JarvisError:
+        raise
+    except Exception as exc:  # mlx-lm raises plain ValueError/FileNotFoundError/KeyError
+        what = f"{model} with adapter {adapter}" if adapter else model
+        raise ModelError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
+    loaded, tokenizer = result
+    mx.eval(loaded.parameters())
+    return loaded, tokenizer

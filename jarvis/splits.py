@@ -1,0 +1,107 @@
+"""Deterministic, order-independent, stratified train/valid/test splits.
+
+A split unit is one record, or one group of records sharing the contract's group key (e.g. a
+`thread`), so related records never leak across splits. Each unit has a 64-bit key hashed from
+the seed and its content; within each stratum (a tag) units are ranked by key and the first
+ones fill valid, then test, the rest train. So the split depends on content and seed only,
+never on input order, and every tag is split in the same proportions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from array import array
+from collections.abc import Sequence
+
+from jarvis.errors import InputError
+
+SPLITS = ("train", "valid", "test")
+TRAIN, VALID, TEST = 0, 1, 2
+
+
+def parse_split(value: str | Sequence[float]) -> tuple[float, float, float]:
+    """Parse `0.9,0.05,0.05` (or a sequence) into train/valid/test fractions.
+
+    Raises:
+        InputError: not three non-negative numbers summing to 1, or no train share.
+    """
+    if isinstance(value, str):
+        try:
+            parts = [float(p) for p in value.split(",")]
+        except ValueError as exc:
+            raise InputError(
+                f"--split {value!r}: expected three numbers like 0.9,0.05,0.05"
+            ) from exc
+    else:
+        parts = [float(p) for p in value]
+    if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts):
+        raise InputError(
+            f"--split {value!r}: expected three non-negative numbers (train,valid,test)"
+        )
+    if abs(sum(parts) - 1.0) > 1e-6:
+        raise InputError(f"--split {value!r}: the fractions must sum to 1, not {sum(parts):g}")
+    if parts[0] <= 0:
+        raise InputError(f"--split {value!r}: the train fraction must be positive")
+    return (parts[0], parts[1], parts[2])
+
+
+def unit_key(seed: int, kind: bytes, data: bytes) -> int:
+    """Return the 64-bit ranking key of a unit: sha256 of the seed, its kind and its content."""
+    digest = hashlib.sha256(b"%d\x00%s\x00%s" % (seed, kind, data)).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def _round(x: float) -> int:
+    # Half up, not Python's banker's rounding, so counts never depend on parity.
+    return math.floor(x + 0.5)
+
+
+def targets(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Return (train, valid, test) record counts for a stratum of `n` records."""
+    valid = _round(n * ratios[VALID])
+    test = min(_round(n * ratios[TEST]), n - valid)
+    return (n - valid - test, valid, test)
+
+
+def assign(
+    keys: Sequence[int],
+    strata: Sequence[int],
+    sizes: Sequence[int],
+    forced_train: Sequence[int],
+    ratios: tuple[float, float, float],
+) -> bytearray:
+    """Assign every unit to a split.
+
+    Args:
+        keys: ranking key per unit (`unit_key`).
+        strata: stratum (tag index) per unit.
+        sizes: records per unit.
+        forced_train: 1 for units that go to train whatever their key (`--train-only`).
+        ratios: train/valid/test fractions.
+
+    Returns:
+        The split index (`TRAIN`, `VALID`, `TEST`) per unit.
+    """
+    out = bytearray(len(keys))
+    by_stratum: dict[int, list[int]] = {}
+    for unit, stratum in enumerate(strata):
+        if not forced_train[unit]:
+            by_stratum.setdefault(stratum, []).append(unit)
+    for units in by_stratum.values():
+        units.sort(key=lambda u: (keys[u], u))
+        _, want_valid, want_test = targets(sum(sizes[u] for u in units), ratios)
+        got_valid = got_test = 0
+        for unit in units:
+            if got_valid < want_valid:
+                out[unit] = VALID
+                got_valid += sizes[unit]
+            elif got_test < want_test:
+                out[unit] = TEST
+                got_test += sizes[unit]
+    return out
+
+
+def empty_keys() -> array[int]:
+    """Return an empty array of 64-bit keys."""
+    return array("Q")

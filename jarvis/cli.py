@@ -348,6 +348,7 @@ def _options_from(kwargs: dict[str, Any]) -> Any:
 @click.pass_context
 def train_cmd(
     ctx: click.Context,
+    /,
     dataset_dir: str,
     model: str,
     adapter_path: str,
@@ -415,6 +416,7 @@ def train_cmd(
 @click.pass_context
 def train_config_cmd(
     ctx: click.Context,
+    /,
     datasets: tuple[str, ...],
     models: tuple[str, ...],
     adapter_path: str,

@@ -1,8 +1,9 @@
 """`make demo`: the whole chain on the bundled data and a tiny offline model, on a CPU.
 
-Steps: build a tiny model, `jarvis render-dataset`, `jarvis train`, check the adapter's stamp,
-`jarvis reply`, and show that an adapter with an edited fingerprint is refused. Each step runs
-the real command line in a subprocess and prints what it did. Output goes to `demo-out/`.
+Steps: build a tiny model, `jarvis render-dataset`, `jarvis train`, `jarvis verify` and
+`check_adapter` on the adapter's stamp, `jarvis reply`, and show that an adapter with an
+edited fingerprint is refused. Each step runs the real command line in a subprocess and
+prints what it did. Output goes to `demo-out/`.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def main() -> None:
         "--iters", "20", "--batch-size", "2", "--learning-rate", "5e-3",
     )  # fmt: skip
 
-    _step(4, "verify the stamp in adapter_config.json")
+    _step(4, "verify the adapter's stamp against the dataset, the contract and the base model")
+    _jarvis("verify", str(data), "--adapter", str(adapter), "--tokenizer", str(model))
     stamp = json.loads((adapter / "adapter_config.json").read_text())["jarvis"]
     for key in ("ref", "fingerprint", "dataset_manifest_sha256", "base_model"):
         print(f"  jarvis.{key}: {stamp[key]}")

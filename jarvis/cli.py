@@ -808,4 +808,4 @@ def dev_tiny_model(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

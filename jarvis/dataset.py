@@ -279,14 +279,23 @@ class _Renderer:
         """Return (training row tokens as mlx-lm builds them, runtime prompt tokens)."""
         from jarvis.chat import apply_chat_template
 
-        tok = self.tokenizer
-        prompt = apply_chat_template(tok, messages[:-1], add_generation_prompt=True, tokenize=True)
-        if self.format == "chat":
-            full = apply_chat_template(tok, messages, add_generation_prompt=False, tokenize=True)
-        elif self.format == "completions":
-            full = apply_chat_template(
-                tok, messages[1:], add_generation_prompt=False, tokenize=True
+        def template(msgs: list[dict[str, str]], generation: bool) -> list[int]:
+            return list(
+                apply_chat_template(
+                    self.tokenizer,
+                    msgs,
+                    add_generation_prompt=generation,
+                    tokenize=True,
+                    enable_thinking=self.thinking,
+                )
             )
+
+        tok = self.tokenizer
+        prompt = template(messages[:-1], True)
+        if self.format == "chat":
+            full = template(messages, False)
+        elif self.format == "completions":
+            full = template(messages[1:], False)
         else:
             # TextDataset: encode with special tokens, then append EOS unless it ends with it.
             full = list(tok.encode(orjson.loads(row)["text"]))
@@ -917,7 +926,10 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
     table.append(total)
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = [
-        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in table
     ]
     c = manifest["contract"]

@@ -107,7 +107,7 @@ def _parse_object(file: str, line: int, data: bytes) -> RawRecord:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        return RawRecord(file, line, text, None, f"invalid JSON: {exc.msg}")
+        return RawRecord(file, line, text, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
     if not isinstance(value, dict):
         return RawRecord(file, line, text, None, f"expected a JSON object, got {_kind(value)}")
     return RawRecord(file, line, text, value)

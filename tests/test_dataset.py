@@ -1,0 +1,405 @@
+"""render_dataset: splits, composition, checks, tokens, safe writes, manifest."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
+from jarvis.errors import DatasetError, InputError, OutputExistsError, TokenizationError
+from tokenizer_fixture import CHATML, make_tokenizer
+
+OUT_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "records.jsonl")
+
+
+def reply(i: int, thread: str | None = None, **extra: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "messages": [{"sender": "Sam", "text": f"are you coming at {i}?"}],
+        "reply": f"ya see you at {i}",
+        **extra,
+    }
+    if thread is not None:
+        record["thread"] = thread
+    return record
+
+
+def code(i: int, perfect: bool = False) -> dict[str, Any]:
+    if perfect:
+        output = (
+            '### Solution\n```python\ndef f(x):\n    """Double.\n\n    Args:\n        x: n.\n\n'
+            f'    Returns:\n        2x.\n    """\n    return 2 * x + {i}\n```\n### Usage\n'
+            "```python\nf(1)\n```\n### Sanity test\n```python\nassert f(0) == "
+            f"{i}\n```"
+        )
+    else:
+        output = f"def f(x):\n    return 2 * x + {i}"
+    return {"instruction": f"Write function number {i}.", "output": output}
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def recipe(*inputs: Path | str, contract: str = "reply@1", **settings: Any) -> Recipe:
+    return Recipe.build(contract=contract, inputs=[str(i) for i in inputs], **settings)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def codegen_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    """200 plain code records (a JSON array) and 20 perfect ones listed last, as in the seed."""
+    plain = tmp_path / "alpaca.json"
+    plain.write_text(json.dumps([code(i) for i in range(200)], indent=2))
+    perfect = write_jsonl(tmp_path / "perfect.jsonl", [code(i, True) for i in range(20)])
+    return plain, perfect
+
+
+def test_perfect_share_of_train_matches_overall_share(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1")
+    manifest = render_dataset(r, tmp_path / "out")
+    train = manifest["splits"]["train"]
+    perfect_rows = train["tags"]["perfect"]["rows"]
+    assert abs(perfect_rows - train["rows"] * 20 / 220) <= 1
+    assert perfect_rows == 18
+    assert train["compliance"]["per_tag"] == {"default": 0.0, "perfect": 1.0}
+    assert train["compliance"]["overall"] == pytest.approx(18 / train["rows"], abs=1e-6)
+    assert set(train["compliance"]["per_check"]) == {
+        "sections",
+        "python_parses",
+        "docstring_sections",
+    }
+    rows = read_rows(tmp_path / "out" / "train.jsonl")
+    assert len(rows) == train["rows"]
+    assert all(set(row) == {"messages", "id"} for row in rows)
+    summary = format_summary(manifest)
+    assert "perfect" in summary and "train share" in summary
+
+
+def test_train_only_puts_the_whole_tag_in_train(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1", train_only=["perfect"])
+    manifest = render_dataset(r, tmp_path / "out")
+    assert manifest["splits"]["train"]["tags"]["perfect"]["rows"] == 20
+    assert manifest["splits"]["valid"]["tags"]["perfect"]["rows"] == 0
+    assert manifest["splits"]["test"]["tags"]["perfect"]["rows"] == 0
+
+
+def test_repeat_multiplies_train_rows_only(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1", repeat={"perfect": 5})
+    manifest = render_dataset(r, tmp_path / "out")
+    splits = manifest["splits"]
+    assert splits["train"]["tags"]["perfect"] == {"rows": 90, "records": 18, "share": 0.333333}
+    assert splits["train"]["repeats"] == {"perfect": 5}
+    assert splits["valid"]["tags"]["perfect"]["rows"] == 1
+    rows = read_rows(tmp_path / "out" / "train.jsonl")
+    ids = [row["id"] for row in rows]
+    assert len(rows) == 180 + 90 and len(set(ids)) == 180 + 18
+    # Copies are spread by the shuffle, not stacked: mlx-lm batches consecutive rows.
+    first = next(
+        i for i, row in enumerate(rows) if "### Solution" in row["messages"][-1]["content"]
+    )
+    assert first < 60
+    records = read_rows(tmp_path / "out" / "records.jsonl")
+    assert len(records) == 220 and manifest["files"]["records.jsonl"]["rows"] == 220
+
+
+def test_min_ratio_fails_with_the_numbers(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1", min_ratio={"perfect": 0.2})
+    with pytest.raises(DatasetError) as err:
+        render_dataset(r, tmp_path / "out")
+    assert str(err.value) == (
+        "tag 'perfect' is 9.09% of train (18 of 198 rows), below --min-ratio perfect=0.2; "
+        "add perfect records, or try --repeat perfect=3"
+    )
+    assert not (tmp_path / "out").exists()
+    ok = recipe(
+        plain,
+        f"perfect={perfect}",
+        contract="codegen@1",
+        min_ratio={"perfect": 0.2},
+        repeat={"perfect": 3},
+    )
+    assert render_dataset(ok, tmp_path / "out")["splits"]["train"]["tags"]["perfect"]["share"] > 0.2
+
+
+def test_min_compliant_fails_below_the_share(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1", min_compliant=0.5)
+    with pytest.raises(
+        DatasetError,
+        match=r"^9\.09% of training targets pass every output check "
+        r"of codegen@1 \(18 of 198 rows\), below --min-compliant 0\.5; per check: "
+        r"sections 9\.1%, python_parses 9\.1%, docstring_sections 9\.1%$",
+    ):
+        render_dataset(r, tmp_path / "out")
+
+
+def test_shuffled_input_gives_byte_identical_output(tmp_path: Path) -> None:
+    records = [reply(i, thread=f"t{i % 13}") for i in range(150)]
+    a = write_jsonl(tmp_path / "a.jsonl", records)
+    shuffled = records[:]
+    random.Random(4).shuffle(shuffled)
+    b = write_jsonl(tmp_path / "b.jsonl", shuffled)
+    render_dataset(recipe(a), tmp_path / "out-a")
+    render_dataset(recipe(b), tmp_path / "out-b")
+    for name in OUT_FILES:
+        assert (tmp_path / "out-a" / name).read_bytes() == (tmp_path / "out-b" / name).read_bytes()
+
+
+def test_two_runs_are_byte_identical(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i, thread=f"t{i % 9}") for i in range(120)])
+    render_dataset(recipe(a), tmp_path / "one")
+    render_dataset(recipe(a), tmp_path / "two")
+    for name in (*OUT_FILES, "manifest.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    different = render_dataset(recipe(a, seed=1), tmp_path / "three")
+    assert (tmp_path / "three" / "train.jsonl").read_bytes() != (
+        tmp_path / "one" / "train.jsonl"
+    ).read_bytes()
+    assert different["recipe"]["seed"] == 1
+
+
+def test_threads_stay_in_one_split_and_duplicates_are_dropped(tmp_path: Path) -> None:
+    records = [reply(i, thread=f"t{i % 20}") for i in range(200)]
+    a = write_jsonl(tmp_path / "a.jsonl", records + records[:7])
+    manifest = render_dataset(recipe(a), tmp_path / "out")
+    assert manifest["duplicates"] == 7
+    assert manifest["inputs"][0]["duplicates"] == 7
+    split_of: dict[str, set[str]] = {}
+    for line in read_rows(tmp_path / "out" / "records.jsonl"):
+        split_of.setdefault(line["record"]["thread"], set()).add(line["split"])
+    assert all(len(s) == 1 for s in split_of.values())
+    assert {s for v in split_of.values() for s in v} == {"train", "valid", "test"}
+
+
+def test_generated_ids_are_content_hashes_and_rows_carry_them(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)] + [reply(999, id="mine")])
+    render_dataset(recipe(a), tmp_path / "out")
+    records = {r["id"]: r for r in read_rows(tmp_path / "out" / "records.jsonl")}
+    assert "mine" in records and records["mine"]["record"]["id"] == "mine"
+    assert all(len(i) == 16 for i in records if i != "mine")
+    rows = [
+        r for s in ("train", "valid", "test") for r in read_rows(tmp_path / "out" / f"{s}.jsonl")
+    ]
+    assert {r["id"] for r in rows} == set(records)
+
+
+def test_gzip_bom_crlf_and_json_array_inputs_match_plain_jsonl(tmp_path: Path) -> None:
+    records = [reply(i) for i in range(60)]
+    plain = write_jsonl(tmp_path / "plain.jsonl", records)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    body = "".join(json.dumps(r) + "\r\n" for r in records[:30]).encode()
+    (folder / "a.jsonl.gz").write_bytes(gzip.compress(b"\xef\xbb\xbf" + body))
+    (folder / "b.json").write_text(json.dumps(records[30:], indent=4))
+    render_dataset(recipe(plain, split="0.8,0.1,0.1"), tmp_path / "out-plain")
+    manifest = render_dataset(recipe(folder, split="0.8,0.1,0.1"), tmp_path / "out-mixed")
+    assert [i["records"] for i in manifest["inputs"]] == [30, 30]
+    for name in OUT_FILES:
+        assert (tmp_path / "out-plain" / name).read_bytes() == (
+            tmp_path / "out-mixed" / name
+        ).read_bytes()
+
+
+def test_rejects_are_written_verbatim_under_the_reject_rate(tmp_path: Path) -> None:
+    good = [json.dumps(reply(i)) for i in range(60)]
+    bad_schema = '{"messages": [{"sender": 5, "text": "hi"}], "reply": "yo"}'
+    lines = good[:10] + [bad_schema] + good[10:] + ["{not json", '{"messages": []}']
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as err:
+        render_dataset(recipe(path), tmp_path / "out")
+    first = str(err.value).splitlines()
+    assert first[0] == f"{path}:11: messages[0].sender: Input should be a valid string"
+    assert first[-1] == "  3 of 63 records rejected (4.76%), above --max-reject-rate 0"
+    assert not (tmp_path / "out").exists()
+    manifest = render_dataset(
+        recipe(path, max_reject_rate=0.05, split="0.8,0.1,0.1"), tmp_path / "out"
+    )
+    assert manifest["rejects"] == 3
+    rejects = read_rows(tmp_path / "out" / "rejects.jsonl")
+    assert [(r["line"], r["raw"]) for r in rejects] == [
+        (11, bad_schema),
+        (62, "{not json"),
+        (63, '{"messages": []}'),
+    ]
+    assert (
+        rejects[2]["reason"] == "messages: List should have at least 1 item after validation, not 0"
+    )
+    assert all(r["file"] == str(path) for r in rejects)
+
+
+def test_missing_target_and_control_strings_are_rejects(tmp_path: Path) -> None:
+    records = [reply(i) for i in range(100)]
+    records.append({"messages": [{"sender": "Sam", "text": "hi"}]})
+    records.append({"messages": [{"sender": "Sam", "text": "x<|im_end|>"}], "reply": "ok"})
+    path = write_jsonl(tmp_path / "a.jsonl", records)
+    manifest = render_dataset(recipe(path, max_reject_rate=0.1), tmp_path / "out")
+    reasons = [r["reason"] for r in read_rows(tmp_path / "out" / "rejects.jsonl")]
+    assert reasons[0] == "reply: required for a training row of reply@1"
+    assert "messages[0].text: contains the chat control string '<|im_end|>'" in reasons[1]
+    assert manifest["records"] == {"read": 102, "unique": 100}
+
+
+def test_nothing_to_train_on_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DatasetError, match="empty input file"):
+        render_dataset(recipe(empty), tmp_path / "out")
+    few = write_jsonl(tmp_path / "few.jsonl", [reply(i) for i in range(30)])
+    with pytest.raises(DatasetError, match=r"^valid split has 2 rows, fewer than --batch-size 4"):
+        render_dataset(recipe(few), tmp_path / "out")
+    assert render_dataset(recipe(few, split="0.8,0.2,0"), tmp_path / "out")["files"].keys() == {
+        "train.jsonl",
+        "valid.jsonl",
+        "records.jsonl",
+    }
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"x": 1}])
+    with pytest.raises(DatasetError, match="no valid records: all 1 records were rejected"):
+        render_dataset(recipe(bad, max_reject_rate=1), tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
+def test_unknown_tag_in_options_is_refused(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(10)])
+    with pytest.raises(InputError, match="--repeat perfct: no input has the tag 'perfct'"):
+        render_dataset(recipe(a, repeat={"perfct": 2}), tmp_path / "out")
+
+
+def test_existing_output_is_refused_and_kept_on_failure(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    render_dataset(recipe(a), tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(OutputExistsError):
+        render_dataset(recipe(a), tmp_path / "out")
+    with pytest.raises(DatasetError):
+        render_dataset(
+            recipe(a, min_compliant=1.1 - 0.1, min_ratio={"default": 1.0}, batch_size=1000),
+            tmp_path / "out",
+            force=True,
+        )
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    render_dataset(recipe(a, seed=3), tmp_path / "out", force=True)
+    assert load_manifest(tmp_path / "out")["recipe"]["seed"] == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_completions_refuses_a_contract_with_a_system_prompt(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    with pytest.raises(DatasetError, match="cannot keep the system prompt of reply@1"):
+        render_dataset(recipe(a, format="completions"), tmp_path / "out")
+
+
+def test_load_manifest_refuses_untrainable_folders(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        load_manifest(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="the dataset folder is empty"):
+        load_manifest(tmp_path / "empty")
+    (tmp_path / "empty" / "train.jsonl").write_text("")
+    with pytest.raises(DatasetError, match="no manifest.json"):
+        load_manifest(tmp_path / "empty")
+    (tmp_path / "empty" / "manifest.json").write_text("{")
+    with pytest.raises(DatasetError, match="malformed manifest"):
+        load_manifest(tmp_path / "empty")
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    render_dataset(recipe(a), tmp_path / "out")
+    assert load_manifest(tmp_path / "out")["contract"]["ref"] == "reply@1"
+    (tmp_path / "out" / "train.jsonl").write_text("")
+    with pytest.raises(DatasetError, match=r"train.jsonl: empty; nothing to train on"):
+        load_manifest(tmp_path / "out")
+
+
+def test_recipe_yaml_round_trip(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    (tmp_path / "r.yaml").write_text(
+        "contract: reply@1\ninputs: [a.jsonl]\nsplit: 0.8,0.1,0.1\nseed: 7\n"
+    )
+    r = Recipe.from_yaml(tmp_path / "r.yaml")
+    assert r.inputs == [str(a)] and r.split == (0.8, 0.1, 0.1)
+    manifest = render_dataset(r, tmp_path / "out")
+    assert Recipe.build(**manifest["recipe"]) == r
+    (tmp_path / "bad.yaml").write_text("contract: reply@1\ninputs: [a.jsonl]\nspilt: 1\n")
+    with pytest.raises(InputError, match="recipe: spilt: Extra inputs are not permitted"):
+        Recipe.from_yaml(tmp_path / "bad.yaml")
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_token_stats_and_overlength(tmp_path: Path, tokenizer_dir: Path) -> None:
+    records = [reply(i) for i in range(99)] + [
+        reply(5000, messages=[{"sender": "Sam", "text": "a very long message " * 40}])
+    ]
+    a = write_jsonl(tmp_path / "a.jsonl", records)
+    manifest = render_dataset(recipe(a, tokenizer=str(tokenizer_dir)), tmp_path / "out")
+    stats = manifest["splits"]["train"]["tokens"]
+    assert 0 < stats["min"] <= stats["p95"] <= stats["max"]
+    limit = 200
+    assert max(s["tokens"]["max"] for s in manifest["splits"].values()) > limit
+    with pytest.raises(
+        TokenizationError,
+        match=rf"^{a}:100: row has \d+ tokens, more than "
+        rf"--max-seq-length {limit}; mlx-lm would silently cut",
+    ):
+        render_dataset(
+            recipe(a, tokenizer=str(tokenizer_dir), max_seq_length=limit), tmp_path / "out2"
+        )
+    dropped = render_dataset(
+        recipe(a, tokenizer=str(tokenizer_dir), max_seq_length=limit, on_overlength="drop"),
+        tmp_path / "out2",
+    )
+    assert dropped["rejects"] == 1 and dropped["rejects_overlength"] == 1
+    (reject,) = read_rows(tmp_path / "out2" / "rejects.jsonl")
+    assert reject["line"] == 100 and reject["tokens"] > limit
+    assert reject["reason"] == f"{reject['tokens']} tokens > --max-seq-length {limit}"
+
+
+def test_prompt_that_is_not_a_token_prefix_fails(tmp_path: Path) -> None:
+    # A template whose generation prompt opens a think block the rendered row does not have.
+    template = CHATML.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\nok'")
+    tok = make_tokenizer(tmp_path / "tok", template=template)
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    with pytest.raises(
+        TokenizationError,
+        match="is not a token prefix of the training row; first difference at token",
+    ):
+        render_dataset(recipe(a, tokenizer=str(tok)), tmp_path / "out")
+
+
+def test_text_format_has_one_bos(tmp_path: Path) -> None:
+    tok = make_tokenizer(tmp_path / "tok", bos="<s>", template="{{ bos_token }}" + CHATML)
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    render_dataset(recipe(a, format="text", tokenizer=str(tok)), tmp_path / "out")
+    rows = read_rows(tmp_path / "out" / "train.jsonl")
+    assert all(set(r) == {"text", "id"} for r in rows)
+    assert rows[0]["text"].startswith("<|im_start|>system\nYou are Jwalin.")
+    with pytest.raises(InputError, match="--format text renders through a chat template"):
+        render_dataset(recipe(a, format="text"), tmp_path / "out2")

@@ -236,7 +236,7 @@ def contract_check(ctx: click.Context) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No summary table.")
 @root_option
 @click.pass_context
-def render_dataset_cmd(ctx: click.Context, **opts: Any) -> None:
+def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Render verified, composition-aware mlx-lm training data from one contract."""
     from pathlib import Path
 

@@ -459,7 +459,7 @@ def load_contract(
     Raises:
         ContractNotFoundError: unknown name or version.
         ContractError: invalid spec or template.
-        TemplateVariableError: a template variable is not a field or parameter, or a field is unused.
+        TemplateVariableError: a template variable is unknown, or a schema field is unused.
         LockError: the version is in `contracts.lock` with another fingerprint.
     """
     if isinstance(ref, Contract):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,6 +27,7 @@ from jarvis.errors import (
     ContractNotFoundError,
     LockError,
     RecordError,
+    SpecialTokenError,
     TemplateVariableError,
 )
 from jarvis.render import (
@@ -183,6 +185,9 @@ class Contract:
     _templates: dict[str, jinja2.Template] = field(repr=False, compare=False)
     _policy: SpecialTokenPolicy = field(repr=False, compare=False)
     system_prompt: str = field(default="", compare=False)
+    # True when the assistant template is exactly `{{ <target> }}`: Jinja would return the
+    # string unchanged, so rendering is skipped (it dominates render-dataset's time).
+    _target_passthrough: bool = field(default=False, repr=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -254,7 +259,7 @@ class Contract:
                 field=self.target_field,
             )
         template = self._templates.get("assistant")
-        if template is None:
+        if template is None or self._target_passthrough:
             return str(context[self.target_field])
         return render_template(template, context, where=str(self.spec.templates.assistant))
 
@@ -265,14 +270,35 @@ class Contract:
         with_target: bool,
         policy: SpecialTokenPolicy | None = None,
     ) -> list[dict[str, str]]:
-        """Render a record as chat messages: system, user, and optionally the assistant target."""
-        context = self.context(record, policy=policy)
+        """Render a record as chat messages: system, user, and optionally the assistant target.
+
+        Raises:
+            SpecialTokenError: a value holds a control string (refuse policy); names the field.
+            RecordError: `with_target` and the record has no target.
+        """
+        policy = policy or self._policy
+        data = record.model_dump(include=set(self.rendered_fields))
+        if policy.mode == "escape":
+            data = policy.apply(data)
+        context = {**self.spec.parameters, **data}
         out = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": self.render_user(context)},
         ]
         if with_target:
             out.append({"role": "assistant", "content": self.render_target(context)})
+        if policy.mode == "refuse":
+            # Scanning the rendered text is one regex per message instead of a walk over every
+            # value; the walk runs only to name the field once something was found.
+            for message in out[1:]:
+                token = policy.find(message["content"])
+                if token is not None:
+                    policy.apply(data)
+                    raise SpecialTokenError(
+                        f"{message['role']} content: contains the chat control string "
+                        f"{token!r}, formed by the {self.ref} template; refused",
+                        field=None,
+                    )
         return out
 
 
@@ -392,6 +418,11 @@ def _build(
     )
     system = render_template(templates["system"], dict(spec.parameters), where=roles["system"])
     object.__setattr__(contract, "system_prompt", system)
+    if "assistant" in roles:
+        source = (folder / version_dir / roles["assistant"]).read_text(encoding="utf-8")
+        bare = re.fullmatch(r"\{\{ *(\w+) *\}\}\n?", source)
+        passthrough = bare is not None and bare.group(1) == schema.TARGET_FIELD
+        object.__setattr__(contract, "_target_passthrough", passthrough)
     return contract
 
 

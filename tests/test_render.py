@@ -87,3 +87,18 @@ def test_special_tokens_of_a_passed_tokenizer_are_refused() -> None:
         render_example(
             {"messages": [{"sender": "a", "text": "[UNK]"}], "reply": "k"}, tokenizer=tokenizer
         )
+
+
+def test_control_string_formed_across_values_is_refused(tmp_path: Path) -> None:
+    root = copy_root(tmp_path)
+    (root / "prompts/codegen/v1/user.j2").write_text(
+        "{{ language }}: {{ instruction }}{{ input }}\n"
+    )
+    (root / "contracts.lock").unlink()
+    record = {"instruction": "say <|im_", "input": "end|> now", "output": "ok"}
+    with pytest.raises(SpecialTokenError) as info:
+        render_example(record, contract="codegen", root=root)
+    assert str(info.value) == (
+        "user content: contains the chat control string '<|im_end|>', formed by the "
+        "codegen@1 template; refused"
+    )

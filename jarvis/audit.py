@@ -24,7 +24,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from jarvis.chat import _THINK_PAIRS
+from jarvis.chat import THINK_PAIRS
 from jarvis.contract import Contract
 from jarvis.errors import ContractError, ModelError
 
@@ -40,7 +40,7 @@ SEPARATORS = ("\n\n", "\n", " ", "")
 PROBE_REASONING = "probe reasoning 7f3a"
 PROBE_USER = "and after that?"
 PROBE_REPLY = "probe reply 7f3a"
-REASONING_MARKERS = tuple(m for pair in _THINK_PAIRS for m in pair)
+REASONING_MARKERS = tuple(m for pair in THINK_PAIRS for m in pair)
 
 Messages = Sequence[Mapping[str, str]]
 
@@ -175,7 +175,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _thinking_in(strings: Sequence[str]) -> bool:
     found = set(strings)
-    return any(a in found and b in found for a, b in _THINK_PAIRS)
+    return any(a in found and b in found for a, b in THINK_PAIRS)
 
 
 def _from_config(config: Mapping[str, Any]) -> tuple[dict[str, str], bool | None, bool]:

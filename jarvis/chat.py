@@ -9,13 +9,14 @@ both go through it. `apply_chat_template` here passes the same value, so a raw
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from jarvis.errors import ModelError
 
 # The marker pairs mlx-lm 0.32 uses to decide `has_thinking` (tokenizer_utils._infer_thinking).
-_THINK_PAIRS = (
+THINK_PAIRS = (
     ("<think>", "</think>"),
     ("<longcat_think>", "</longcat_think>"),
     ("<|think:start|>", "<|think:end|>"),
@@ -26,14 +27,25 @@ _XTML = ("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>")
 Messages = Sequence[Mapping[str, str]]
 
 
+# get_vocab() builds a dict of the whole vocabulary (~100 ms for Qwen): answer once per tokenizer.
+_THINKING: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def has_thinking(tokenizer: Any) -> bool:
     """Return mlx-lm's default for `enable_thinking` with this tokenizer."""
     if hasattr(tokenizer, "has_thinking"):
         return bool(tokenizer.has_thinking)
+    try:
+        return _THINKING[tokenizer]
+    except (KeyError, TypeError):
+        pass
     vocab = tokenizer.get_vocab()
-    if any(a in vocab and b in vocab for a, b in _THINK_PAIRS):
-        return True
-    return all(t in vocab for t in _XTML)
+    found = any(a in vocab and b in vocab for a, b in THINK_PAIRS) or all(t in vocab for t in _XTML)
+    try:
+        _THINKING[tokenizer] = found
+    except TypeError:  # not weak-referenceable: just don't cache
+        pass
+    return found
 
 
 def apply_chat_template(

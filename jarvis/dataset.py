@@ -218,7 +218,7 @@ class _State:
     total: int = 0
 
 
-class _Renderer:
+class RowRenderer:
     """Renders one validated record as an mlx-lm row (and counts its tokens)."""
 
     def __init__(self, contract: Contract, recipe: Recipe) -> None:
@@ -355,7 +355,7 @@ def _reject(state: _State, out: IO[bytes], raw: RawRecord, reason: str, **extra:
 def _pass_one(
     recipe: Recipe,
     contract: Contract,
-    renderer: _Renderer,
+    renderer: RowRenderer,
     files: list[tuple[InputSpec, Path]],
     spill: _Spill,
     rejects_out: IO[bytes],
@@ -470,7 +470,7 @@ def _pass_one(
     return state
 
 
-def _check_prefix(renderer: _Renderer, where: str, prompt: list[int], full: list[int]) -> None:
+def _check_prefix(renderer: RowRenderer, where: str, prompt: list[int], full: list[int]) -> None:
     if len(full) > 1 and renderer.bos_id is not None and full[0] == full[1] == renderer.bos_id:
         raise TokenizationError(f"{where}: the row starts with a doubled BOS token")
     i = next((i for i, t in enumerate(prompt) if i >= len(full) or full[i] != t), None)
@@ -764,7 +764,7 @@ def render_dataset(
 
     contract = load_contract(recipe.contract, root=root)
     files = _collect_files(recipe)
-    renderer = _Renderer(contract, recipe)
+    renderer = RowRenderer(contract, recipe)
     with atomic_dir(Path(out), force=force) as tmp:
         # mkdtemp makes the folder 0700; a dataset folder gets the user's usual permissions.
         umask = os.umask(0)

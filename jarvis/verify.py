@@ -463,10 +463,10 @@ def _sample(entries: Sequence[_Entry], sample: int | None) -> list[_Entry]:
 
 def _renderer(contract: Contract, manifest: Mapping[str, Any]) -> Any:
     """The dataset module's row renderer, configured by the manifest's recipe."""
-    from jarvis.dataset import Recipe, _Renderer
+    from jarvis.dataset import Recipe, RowRenderer
 
     recipe = Recipe.model_validate(manifest["recipe"])
-    return _Renderer(contract, recipe)
+    return RowRenderer(contract, recipe)
 
 
 def check_rows(

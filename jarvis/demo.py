@@ -19,20 +19,6 @@ from pathlib import Path
 from jarvis.contract import bundled_root
 
 OUT = Path("demo-out")
-SAMPLE = [
-    {"messages": [{"sender": "Sam", "text": "you coming tonight?"}], "reply": "yea omw"},
-    {"messages": [{"sender": "Ana", "text": "dinner at 7?"}], "reply": "7 works"},
-    {"messages": [{"sender": "Sam", "text": "did you pay rent"}], "reply": "ya sent it"},
-    {"messages": [{"sender": "Lee", "text": "where are you"}], "reply": "10 min away"},
-    {"messages": [{"sender": "Ana", "text": "lol did you see that"}], "reply": "lmao yes"},
-    {"messages": [{"sender": "Sam", "text": "gym tmrw?"}], "reply": "down, 8am?"},
-    {"messages": [{"sender": "Lee", "text": "can you call me"}], "reply": "in a sec"},
-    {"messages": [{"sender": "Ana", "text": "happy bday!!"}], "reply": "thank u!!"},
-    {"messages": [{"sender": "Sam", "text": "movie later?"}], "reply": "which one"},
-    {"messages": [{"sender": "Lee", "text": "you up?"}], "reply": "ya whats up"},
-]
-
-
 def _step(n: int, title: str) -> None:
     print(f"\n== {n}. {title}", flush=True)
 
@@ -50,17 +36,6 @@ def _jarvis(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _input() -> tuple[str, str]:
-    """Return the input path and a split that leaves at least 2 rows per split."""
-    examples = bundled_root() / "examples" / "reply"
-    if examples.is_dir() and any(examples.glob("*.jsonl")):
-        return str(examples), "0.8,0.1,0.1"
-    path = OUT / "sample.jsonl"  # the bundled examples are not in this checkout
-    path.write_text("".join(json.dumps(r) + "\n" for r in SAMPLE), encoding="utf-8")
-    print(f"  (no bundled examples found; using {len(SAMPLE)} sample records in {path})")
-    return str(path), "0.6,0.2,0.2"
-
-
 def main() -> None:
     """Run the demo chain and print what each step did."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,11 +49,22 @@ def main() -> None:
     _jarvis("dev", "tiny-model", str(model))
 
     _step(2, "render the training data through the reply@1 contract")
-    source, split = _input()
+    examples = bundled_root() / "examples" / "reply"
+    # The post-mortem's faults become errors: the curated `perfect` tag must keep its share of
+    # train, every target must pass the contract's output checks, no row may be truncated.
     _jarvis(
-        "render-dataset", "--contract", "reply@1", "--input", source, "--out", str(data),
-        "--tokenizer", str(model), "--batch-size", "2", "--split", split,
+        "render-dataset", "--contract", "reply@1",
+        "--input", str(examples / "threads.jsonl"),
+        "--input", f"perfect={examples / 'perfect.jsonl'}",
+        "--min-ratio", "perfect=0.1", "--min-compliant", "0.95",
+        "--tokenizer", str(model), "--max-seq-length", "512", "--split", "0.8,0.1,0.1",
+        "--out", str(data),
     )  # fmt: skip
+    empty = OUT / "empty"
+    empty.mkdir()
+    print("  # the other post-mortem: a config pointing at an empty folder now fails up front")
+    _jarvis("train", "--dataset", str(empty), "--model", str(model),
+            "--adapter-path", str(OUT / "never"), check=False)  # fmt: skip
 
     _step(3, "train a LoRA adapter (a few iterations on CPU); the adapter gets a jarvis stamp")
     _jarvis(

@@ -102,7 +102,7 @@ class OutputExistsError(JarvisError):
 # The one table the CLI and the README share: exit code -> meaning.
 EXIT_CODES: dict[int, str] = {
     0: "success",
-    1: "a check or diff found a difference (verify, diff, contract check)",
+    1: "a check or diff found a difference (verify, diff)",
     2: "usage error (bad option or argument)",
     3: "contract spec or template invalid, or not found",
     4: "contract content does not match contracts.lock",

@@ -58,6 +58,16 @@ def get_root(ctx: click.Context) -> str | None:
     return None
 
 
+# `--dataset DIR` of train and eval: a folder that `jarvis render-dataset` wrote.
+dataset_option = click.option(
+    "--dataset",
+    "dataset_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="A dataset folder written by render-dataset.",
+)
+
+
 def echo_json(value: Any) -> None:
     """Print one JSON object on stdout."""
     click.echo(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True))
@@ -328,13 +338,7 @@ def _options_from(kwargs: dict[str, Any]) -> Any:
 
 
 @cli.command("train")
-@click.option(
-    "--dataset",
-    "dataset_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="A folder written by render-dataset.",
-)
+@dataset_option
 @click.option("--model", required=True, help="Base model folder or hub id (cached when offline).")
 @click.option(
     "--adapter-path",
@@ -707,13 +711,7 @@ def diff_cmd(ctx: click.Context, a: str, b: str, chat_template: str | None, show
 
 
 @cli.command("eval")
-@click.option(
-    "--dataset",
-    "dataset_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="A dataset folder written by render-dataset.",
-)
+@dataset_option
 @click.option(
     "--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"])
 )

@@ -210,6 +210,10 @@ class Contract:
         meta = self.schema.METADATA_FIELDS
         return tuple(f for f in self.schema.model_fields if f not in meta)
 
+    @cached_property
+    def _rendered_set(self) -> set[str]:
+        return set(self.rendered_fields)
+
     @property
     def target_field(self) -> str:
         """The schema field holding the assistant target."""
@@ -277,7 +281,7 @@ class Contract:
             RecordError: `with_target` and the record has no target.
         """
         policy = policy or self._policy
-        data = record.model_dump(include=set(self.rendered_fields))
+        data = record.model_dump(include=self._rendered_set)
         if policy.mode == "escape":
             data = policy.apply(data)
         context = {**self.spec.parameters, **data}

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import concat
 
 from jarvis.errors import ContractError, SpecialTokenError
 
@@ -70,9 +71,36 @@ class ContractLoader(jinja2.BaseLoader):
         return source, os.fspath(path), lambda: path.stat().st_mtime == mtime
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+# LoopContext's public, read-only attributes: the sandbox allows every one of them anyway.
+_LOOP_ATTRIBUTES = frozenset(
+    ("index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0",
+     "previtem", "nextitem")
+)  # fmt: skip
+
+
+class ContractEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox with a faster `m.sender` on plain dicts (records are rendered as dicts).
+
+    Same semantics as Jinja's lookup: a dict attribute (`items`, `keys`, ...) goes through the
+    sandbox's checks; any other name is the item, as Jinja returns after its AttributeError.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        kind = type(obj)
+        if kind is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        if kind is jinja2.runtime.LoopContext and attribute in _LOOP_ATTRIBUTES:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
 def make_environment(folder: Path) -> ImmutableSandboxedEnvironment:
     """Return the strict sandboxed environment for one contract folder."""
-    return ImmutableSandboxedEnvironment(
+    return ContractEnvironment(
         loader=ContractLoader(folder),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -99,7 +127,10 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
         ContractError: the template failed (undefined attribute, sandbox violation).
     """
     try:
-        return template.render(context)
+        # Template.render copies the globals into a fresh context on every call; merging them
+        # into a shared one is the same context, a third cheaper (render-dataset's hot loop).
+        shared = template.new_context({**template.globals, **context}, shared=True)
+        return concat(template.root_render_func(shared))
     except jinja2.TemplateError as exc:
         raise ContractError(f"{where}: {exc}") from exc
 

@@ -102,3 +102,19 @@ def test_control_string_formed_across_values_is_refused(tmp_path: Path) -> None:
         "user content: contains the chat control string '<|im_end|>', formed by the "
         "codegen@1 template; refused"
     )
+
+
+def test_sandbox_still_guards_attribute_access(tmp_path: Path) -> None:
+    from jarvis.errors import ContractError
+    from jarvis.render import make_environment, render_template
+
+    env = make_environment(tmp_path)
+    data = {"m": {"text": "hi", "items": "shadowed"}, "xs": [1, 2]}
+    same = "{{ m.text }} {{ m.items is callable }} {{ m.missing is undefined }} {{ range(2)|list }}"
+    rendered = render_template(env.from_string(same), data, where="t")
+    assert rendered == "hi True True [0, 1]"  # Jinja's own semantics: dict methods win
+    for unsafe in ("{{ m.__class__.__mro__ }}", "{{ xs.append(3) }}", "{{ m.update({}) }}"):
+        with pytest.raises(ContractError, match="^t: "):
+            render_template(env.from_string(unsafe), data, where="t")
+    with pytest.raises(ContractError, match="^t: 'dict object' has no attribute 'nope'"):
+        render_template(env.from_string("{{ m.nope }}"), data, where="t")

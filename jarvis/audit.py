@@ -578,10 +578,26 @@ class _Auditor:
     def bos(self) -> None:
         bos = self.template.bos_token
         full = self.render(self.single, False, enable_thinking=self.default_thinking)
+        adds = self.template.add_bos_token
+        assumed = "" if adds else " (add_bos_token unknown: assumed true)"
+        if bos and not full.startswith(bos) and bos in full and adds is not False:
+            # Emitted after some leading text (e.g. a newline left by the template's own
+            # layout): the tokenizer's BOS comes first and stripping a *leading* BOS string
+            # cannot remove the template's one.
+            lead = full[: full.index(bos)]
+            severity: Severity = "warning" if self.fmt == "text" else "note"
+            self.add(
+                "bos",
+                severity,
+                f"the template emits {bos!r} after {_show(lead)}, not at the start: a text "
+                f"row gets the tokenizer's BOS, then {lead!r}, then a second BOS{assumed}; "
+                "stripping a leading BOS string does not remove it"
+                + ("" if self.fmt == "text" else " (harmless in chat format)"),
+            )
+            return
         if not bos or not full.startswith(bos):
             self.add("bos", "ok", "the template emits no BOS string, so no row can get two")
             return
-        adds = self.template.add_bos_token
         if adds is False:
             self.add(
                 "bos",
@@ -590,7 +606,6 @@ class _Auditor:
                 "another (add_bos_token false)",
             )
             return
-        assumed = "" if adds else " (add_bos_token unknown: assumed true)"
         if self.fmt == "text":
             # render-dataset strips the leading BOS string from text rows, so a jarvis dataset
             # never has two; rows rendered any other way would.

@@ -19,6 +19,8 @@ from pathlib import Path
 from jarvis.contract import bundled_root
 
 OUT = Path("demo-out")
+
+
 def _step(n: int, title: str) -> None:
     print(f"\n== {n}. {title}", flush=True)
 

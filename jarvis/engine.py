@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -323,6 +324,7 @@ class ReplyEngine:
         from mlx_lm.sample_utils import make_sampler
 
         start = time.perf_counter()
+        _release_streams_at_thread_exit()
         gen = self.contract.spec.generation
         limit = gen.max_tokens if max_tokens is None else max_tokens
         stops = [s for s in (gen.stop if stop is None else stop) if s]
@@ -437,6 +439,36 @@ class ReplyEngine:
             pass
         mx.eval([c.state for c in cache])
         self.prefix_tokens, self._prefix_cache = prefix, cache
+
+
+class _StreamReleaser:
+    """Destroys the mlx streams of a worker thread when that thread ends.
+
+    mlx-lm generates on a thread-local stream; a worker thread that exits with its streams
+    still alive makes the whole process abort at interpreter exit ("terminate called
+    without an active exception", exit 134). A thread's `threading.local` data is dropped
+    in that thread as it ends, so this object's `__del__` runs there.
+    """
+
+    def __del__(self) -> None:
+        try:
+            import mlx.core as mx
+
+            mx.synchronize()
+            mx.clear_streams()
+        except Exception:  # noqa: BLE001, S110 - best effort at thread teardown
+            pass
+
+
+_THREAD_STATE = threading.local()
+
+
+def _release_streams_at_thread_exit() -> None:
+    """Arrange for this worker thread's mlx streams to be destroyed when it ends."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    if getattr(_THREAD_STATE, "releaser", None) is None:
+        _THREAD_STATE.releaser = _StreamReleaser()
 
 
 def _find_stop(text: str, stops: Sequence[str], emitted: int) -> int | None:

@@ -230,6 +230,20 @@ def markdown(data: Mapping[str, Any], items: Sequence[Item], chart: str | None) 
     return "\n".join(lines) + "\n"
 
 
+def reference_lines(summary: Mapping[str, Any]) -> list[tuple[float, str, str]]:
+    """The chart's reference lines for mean words: `(value, line style, legend label)`.
+
+    The targets' own mean length, and the contract's `*length_words` parameter when it has
+    one; each is labelled with what it is and its value.
+    """
+    target = float(summary["target_mean_words"])
+    lines = [(target, "--", f"target mean ({target:.1f})")]
+    length = summary.get("contract_length_words")
+    if length is not None:
+        lines.append((float(length), ":", f"contract length ({float(length):g})"))
+    return lines
+
+
 def write_chart(data: Mapping[str, Any], path: Path) -> str | None:
     """Draw the grouped bar chart; return None, or why it could not be drawn."""
     try:
@@ -254,8 +268,8 @@ def write_chart(data: Mapping[str, Any], path: Path) -> str | None:
     left.set_ylabel("pass rate (%)")
     left.set_title(f"{data['contract']['ref']} on {data['split']} ({data['records']} records)")
     left.legend()
-    reference = summaries[0]["contract_length_words"] or summaries[0]["target_mean_words"]
-    right.axhline(reference, color="black", linestyle="--", label="target")
+    for value, style, label in reference_lines(summaries[0]):
+        right.axhline(value, color="black", linestyle=style, label=label)
     right.set_xticks(range(len(runs)), runs)
     right.set_ylabel("mean words per reply")
     right.legend()

@@ -128,13 +128,25 @@ def _read_jsonl(path: Path) -> list[tuple[int, str, Any]]:
     return out
 
 
-def _version_parts(contract: Contract) -> dict[str, str]:
-    """The contract's part hashes keyed without the version (`prompts/reply/vN/system.j2`)."""
-    v = contract.version
-    return {
-        k.replace(f"/v{v}/", "/vN/").replace(f"#versions.{v}", "#versions.N"): h
-        for k, h in contract.parts.items()
-    }
+def _version_key(key: str, version: int) -> str:
+    """A part name without its version (`prompts/reply/vN/system.j2`)."""
+    return key.replace(f"/v{version}/", "/vN/").replace(f"#versions.{version}", "#versions.N")
+
+
+def _changed_parts(old: Contract, new: Contract) -> list[str]:
+    """The parts that differ between two versions of a contract.
+
+    A part both versions share under the same name (a `v1/` file that `v2/` still includes,
+    the schema, the renderer) is compared as is; the rest are compared by their name
+    without the version, so `v1/system.j2` and `v2/system.j2` line up.
+    """
+    a, b = dict(old.parts), dict(new.parts)
+    for key in a.keys() & b.keys():
+        if a[key] == b[key]:
+            del a[key], b[key]
+    left = {_version_key(k, old.version): h for k, h in a.items()}
+    right = {_version_key(k, new.version): h for k, h in b.items()}
+    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
 
 
 def _check_current(
@@ -159,8 +171,7 @@ def _check_current(
             + (f"--contract {serve}" if serve else "is the latest version"),
         )
         return
-    old, new = _version_parts(rendered), _version_parts(current)
-    names = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    names = _changed_parts(rendered, current)
     changed = f" (changed: {', '.join(names)})" if names else ""
     result.add(
         "contract",

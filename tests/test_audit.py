@@ -144,6 +144,32 @@ def test_text_format_double_bos_is_a_warning() -> None:
     assert [f.severity for f in smol.findings if f.check == "bos"] == ["ok"]
 
 
+def test_bos_after_leading_text_is_not_missed(tmp_path: Path) -> None:
+    # The chujiezheng mistral-instruct layout: a blank line before `{{ bos_token + system }}`,
+    # so the rendering starts "\n<s>": the BOS string is there, just not first.
+    path = tmp_path / "mistral-indented.jinja"
+    path.write_text(
+        "{% if messages[0]['role'] == 'system' %}\n"
+        "    {% set system = messages[0]['content'] + '\\n\\n' %}\n"
+        "    {% set messages = messages[1:] %}\n"
+        "{% else %}\n"
+        "    {% set system = '' %}\n"
+        "{% endif %}\n"
+        "\n"
+        "{{ bos_token + system }}"
+        "{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+        "{% else %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}"
+    )
+    path.with_suffix(".json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>"}))
+    text = audit(path, fmt="text")
+    assert text.compatible
+    (finding,) = [f for f in text.findings if f.check == "bos"]
+    assert finding.severity == "warning"
+    assert finding.reason.startswith("the template emits '<s>' after '\\n', not at the start")
+    chat = audit(path, fmt="chat")
+    assert [f.severity for f in chat.findings if f.check == "bos"] == ["note"]
+
+
 def test_model_folder_reads_tokenizer_config(tmp_path: Path) -> None:
     sidecar = json.loads((TEMPLATES / "gemma-3-it.json").read_text())
     config = {

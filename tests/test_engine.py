@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,24 @@ def test_generates_from_a_worker_thread(tiny_model: Path, trained_adapter: Path)
     worker.start()
     worker.join()
     assert isinstance(out[0], Reply)
+
+
+def test_worker_thread_process_exits_cleanly(tiny_model: Path, trained_adapter: Path) -> None:
+    # A server that generates on a worker thread must be able to shut down: a thread that
+    # ends with its mlx streams alive made the interpreter abort at exit (rc 134).
+    code = (
+        "import threading\n"
+        "from jarvis.engine import ReplyEngine\n"
+        f"engine = ReplyEngine({str(tiny_model)!r}, {str(trained_adapter)!r})\n"
+        "out = []\n"
+        "worker = threading.Thread(target=lambda: out.append(engine.reply("
+        "[{'sender': 'Sam', 'text': 'hi'}], max_tokens=2)))\n"
+        "worker.start()\n"
+        "worker.join()\n"
+        "assert out, 'no reply'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_fingerprint_mismatch_is_refused(

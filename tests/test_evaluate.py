@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 from click.testing import CliRunner
 
 from jarvis.cli import cli
 from jarvis.dataset import Recipe, render_dataset
-from jarvis.evaluate import normalise
+from jarvis.evaluate import normalise, write_chart
 
 RECORDS = [
     {
@@ -139,3 +141,34 @@ def test_eval_empty_split_is_an_error(
     )
     assert result.exit_code == 6
     assert "empty" in result.stderr or "no such dataset" in result.stderr
+
+
+def test_chart_labels_target_mean_and_contract_length(tmp_path: Path) -> None:
+    # The dashed "target" line used to be drawn at the contract's length parameter (9), not at
+    # the targets' mean length (4.5), so the chart mislabelled what the bars are compared with.
+    from matplotlib.axes import Axes
+
+    summary = {
+        "checks": {"non_empty": 1.0},
+        "all_checks": 1.0,
+        "exact_match": 0.0,
+        "mean_words": 3.0,
+        "target_mean_words": 4.5,
+        "contract_length_words": 9.0,
+    }
+    data = {
+        "runs": {"adapter": {"summary": summary}},
+        "contract": {"ref": "reply@1"},
+        "split": "test",
+        "records": 2,
+    }
+    drawn: list[tuple[float, str]] = []
+    original = Axes.axhline
+
+    def spy(self: Axes, y: float = 0, *args: Any, **kwargs: Any) -> Any:
+        drawn.append((y, kwargs.get("label", "")))
+        return original(self, y, *args, **kwargs)
+
+    with mock.patch.object(Axes, "axhline", spy):
+        assert write_chart(data, tmp_path / "c.png") is None
+    assert drawn == [(4.5, "target mean (4.5)"), (9.0, "contract length (9)")]

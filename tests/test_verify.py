@@ -121,6 +121,27 @@ def test_new_version_makes_the_dataset_stale(copy: tuple[Path, Path]) -> None:
     )
 
 
+def test_new_version_copied_as_is_names_only_the_edited_file(copy: tuple[Path, Path]) -> None:
+    # The README's recipe: copy v1/ to v2/ and edit one line. v2/user.j2 still includes
+    # "v1/exemplars.j2", a part both versions share unchanged: it must not be reported.
+    root, ds = copy
+    folder = root / "prompts" / "reply"
+    shutil.copytree(folder / "v1", folder / "v2")
+    spec = root / "contracts" / "reply.yaml"
+    text = spec.read_text()
+    spec.write_text(text + text[text.index("  1:\n") :].replace("  1:\n", "  2:\n", 1))
+    system = folder / "v2" / "system.j2"
+    system.write_text(system.read_text().replace("Reply with", "Answer with"))
+    write_lock(root)
+    code, lines, _ = verify(root, str(ds))
+    assert code == 1
+    assert lines[2].endswith(
+        "(changed: prompts/reply/vN/system.j2); prompts built with reply@2 are not what these "
+        "rows trained on: re-render with --contract reply@2, or verify with --contract reply@1 "
+        "if the app pins it"
+    ), lines[2]
+
+
 def test_tampered_row_fails_sha_and_rows(copy: tuple[Path, Path]) -> None:
     root, ds = copy
     train = ds / "train.jsonl"

@@ -634,10 +634,21 @@ def _check_composition(recipe: Recipe, contract: Contract, state: _State, plan: 
         share = have / train_rows
         if share < ratio:
             others = train_rows - have
-            need = math.ceil(ratio * others / ((1 - ratio) * max(plan.records[TRAIN][i], 1)))
+            records = plan.records[TRAIN][i]
+            if ratio >= 1 or not records:
+                # No --repeat can help: other tags keep rows, or the tag has none to repeat.
+                hint = (
+                    f"add {tag} records"
+                    if not records
+                    else f"no --repeat reaches a share of {ratio:g} while other tags have "
+                    f"{others} train rows"
+                )
+            else:
+                need = math.ceil(ratio * others / ((1 - ratio) * records))
+                hint = f"add {tag} records, or try --repeat {tag}={need}"
             raise DatasetError(
                 f"tag {tag!r} is {share:.2%} of train ({have} of {train_rows} rows), below "
-                f"--min-ratio {tag}={ratio:g}; add {tag} records, or try --repeat {tag}={need}"
+                f"--min-ratio {tag}={ratio:g}; {hint}"
             )
     if recipe.min_compliant is not None:
         passed = sum(plan.passed[TRAIN])
@@ -838,7 +849,7 @@ def _manifest(
             "fingerprint": contract.fingerprint,
         },
         "format": recipe.format,
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": _stored_recipe(recipe),
         "inputs": [
             {
                 "path": i.path,
@@ -858,6 +869,18 @@ def _manifest(
         "rejects": state.reject_count,
         "rejects_overlength": state.overlength,
     }
+
+
+def _stored_recipe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as the manifest stores it: input and local tokenizer paths made absolute,
+    so `Recipe.build(**manifest["recipe"])` rebuilds the dataset from any working folder."""
+    data = recipe.model_dump(mode="json")
+    data["inputs"] = [
+        str(InputSpec(os.path.abspath(spec.path), spec.tag)) for spec in recipe.input_specs()
+    ]
+    if recipe.tokenizer is not None and Path(recipe.tokenizer).exists():
+        data["tokenizer"] = os.path.abspath(recipe.tokenizer)
+    return data
 
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:

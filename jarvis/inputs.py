@@ -133,6 +133,12 @@ def iter_file(path: Path, shown: str) -> Iterator[RawRecord]:
     try:
         with _open(path) as fh:
             head = fh.read(4096)
+            # Read on past leading whitespace: the first non-blank byte decides the format.
+            while not head.removeprefix(_BOM).lstrip(_WS):
+                more = fh.read(1 << 16)
+                if not more:
+                    break
+                head += more
             stripped = head[3:] if head.startswith(_BOM) else head
             if stripped.lstrip(_WS).startswith(b"["):
                 data = head + fh.read()

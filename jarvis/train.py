@@ -35,7 +35,13 @@ from jarvis.adapter import (
 )
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset import MANIFEST, load_manifest
-from jarvis.errors import ContractMismatchError, DatasetError, ModelError, TrainingError
+from jarvis.errors import (
+    ContractMismatchError,
+    DatasetError,
+    ModelError,
+    TokenizationError,
+    TrainingError,
+)
 from jarvis.files import atomic_dir, atomic_write_text, sha256_file
 
 FineTuneType = Literal["lora", "dora", "full"]
@@ -164,6 +170,19 @@ def _check_sizes(ds: Dataset, options: TrainOptions) -> None:
             )
     if ds.format == "text" and options.mask_prompt:
         raise DatasetError(f"{ds.path}: --mask-prompt needs chat or completions data, not text")
+    # render-dataset measured every row with --tokenizer; mlx-lm would cut longer ones silently.
+    splits = ds.manifest.get("splits")
+    for name, info in splits.items() if isinstance(splits, dict) else ():
+        tokens = info.get("tokens") if isinstance(info, dict) else None
+        longest = tokens.get("max") if isinstance(tokens, dict) else None
+        if isinstance(longest, int) and longest > options.max_seq_length:
+            tokenizer = (ds.manifest.get("recipe") or {}).get("tokenizer")
+            raise TokenizationError(
+                f"{ds.path / name}.jsonl: its longest row has {longest} tokens (measured with "
+                f"{tokenizer}), more than --max-seq-length {options.max_seq_length}; mlx-lm "
+                "would silently cut its answer and EOS (raise --max-seq-length, or re-render "
+                "with this --max-seq-length)"
+            )
 
 
 def _slug(value: str) -> str:
@@ -305,6 +324,7 @@ def train(
     Raises:
         DatasetError: the dataset is missing, empty, unmanifested or too small.
         ContractMismatchError: the dataset was rendered with another contract fingerprint.
+        TokenizationError: the manifest's token stats show a row over `max_seq_length`.
         ModelError: the base model cannot be found or loaded.
         TrainingError: the loss became NaN, or mlx-lm failed while training.
         OutputExistsError: the adapter folder exists and `force` is false.
@@ -429,6 +449,7 @@ def train_configs(
     Raises:
         DatasetError: a dataset is missing, empty, unmanifested or too small.
         ContractMismatchError: a dataset's manifest fingerprint differs from the contract.
+        TokenizationError: a manifest's token stats show a row over `max_seq_length`.
     """
     options = options or TrainOptions()
     checked = [load_dataset(d, contract=contract, root=root) for d in datasets]

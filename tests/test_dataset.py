@@ -142,6 +142,21 @@ def test_min_ratio_fails_with_the_numbers(
     assert render_dataset(ok, tmp_path / "out")["splits"]["train"]["tags"]["perfect"]["share"] > 0.2
 
 
+def test_min_ratio_without_a_usable_repeat_says_so(
+    tmp_path: Path, codegen_inputs: tuple[Path, Path]
+) -> None:
+    # Regression: --min-ratio TAG=1 divided by zero (a traceback, exit 1) computing the hint.
+    plain, perfect = codegen_inputs
+    r = recipe(plain, f"perfect={perfect}", contract="codegen@1", min_ratio={"perfect": 1.0})
+    with pytest.raises(DatasetError) as err:
+        render_dataset(r, tmp_path / "out")
+    assert str(err.value) == (
+        "tag 'perfect' is 9.09% of train (18 of 198 rows), below --min-ratio perfect=1; "
+        "no --repeat reaches a share of 1 while other tags have 180 train rows"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_min_compliant_fails_below_the_share(
     tmp_path: Path, codegen_inputs: tuple[Path, Path]
 ) -> None:
@@ -403,3 +418,26 @@ def test_text_format_has_one_bos(tmp_path: Path) -> None:
     assert rows[0]["text"].startswith("<|im_start|>system\nYou are Jwalin.")
     with pytest.raises(InputError, match="--format text renders through a chat template"):
         render_dataset(recipe(a, format="text"), tmp_path / "out2")
+
+
+def test_manifest_recipe_rebuilds_from_another_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Regression: the manifest kept input paths relative to the working folder of the run,
+    # so `Recipe.build(**manifest["recipe"])` failed ("no such file") anywhere else.
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "a.jsonl", [reply(i) for i in range(60)])
+    write_jsonl(tmp_path / "data" / "p.jsonl", [reply(i, tags=["perfect"]) for i in range(20)])
+    (tmp_path / "data" / "r.yaml").write_text(
+        "contract: reply@1\ninputs: [a.jsonl, perfect=p.jsonl]\nsplit: 0.8,0.1,0.1\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    manifest = render_dataset(Recipe.from_yaml("data/r.yaml"), Path("out"))
+    assert manifest["recipe"]["inputs"] == [
+        str(tmp_path / "data" / "a.jsonl"),
+        f"perfect={tmp_path / 'data' / 'p.jsonl'}",
+    ]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = render_dataset(Recipe.build(**manifest["recipe"]), Path("out"))
+    assert again["files"] == manifest["files"]

@@ -66,3 +66,15 @@ def test_expand_folder_recursive_sorted_and_empty(tmp_path: Path) -> None:
         expand(InputSpec(str(tmp_path / "empty")))
     with pytest.raises(InputError, match="no such file or folder"):
         expand(InputSpec(str(tmp_path / "missing")))
+
+
+def test_json_array_after_long_leading_whitespace(tmp_path: Path) -> None:
+    # Regression: only the first 4096 bytes were looked at, so a JSON array preceded by more
+    # whitespace than that was read as JSONL ("expected a JSON object, got list").
+    path = tmp_path / "x.json.gz"
+    path.write_bytes(gzip.compress(b"\xef\xbb\xbf" + b" \r\n" * 3000 + b'[{"a": 1},\n {"a": 2}]'))
+    records = list(iter_file(path, "x.json.gz"))
+    assert [(r.line, r.value) for r in records] == [(3001, {"a": 1}), (3002, {"a": 2})]
+    blank = tmp_path / "blank.jsonl"
+    blank.write_bytes(b"\n" * 10000)
+    assert list(iter_file(blank, "blank.jsonl")) == []

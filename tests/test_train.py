@@ -18,7 +18,13 @@ from jarvis.adapter import chat_template_sha256, check_adapter, read_stamp
 from jarvis.chat import load_tokenizer
 from jarvis.cli import cli
 from jarvis.contract import load_contract
-from jarvis.errors import ContractMismatchError, DatasetError, TrainingError
+from jarvis.errors import (
+    ContractMismatchError,
+    DatasetError,
+    ModelError,
+    TokenizationError,
+    TrainingError,
+)
 from jarvis.train import TrainOptions, load_dataset, train, train_configs
 
 pytestmark = pytest.mark.slow
@@ -113,6 +119,45 @@ def test_refuses_a_changed_file_and_a_small_dataset(reply_dataset: Path, tmp_pat
         load_dataset(edited)
     with pytest.raises(DatasetError, match="fewer than --batch-size 16"):
         train(reply_dataset, NO_MODEL, tmp_path / "a", TrainOptions(batch_size=16))
+
+
+def test_refuses_rows_longer_than_max_seq_length_before_loading(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    # Regression: a dataset rendered (and measured) with --tokenizer and a larger
+    # --max-seq-length trained with a smaller one; mlx-lm silently cut the long rows.
+    from jarvis.dataset import Recipe, render_dataset
+
+    records = [
+        {"messages": [{"sender": "Sam", "text": f"you around at {i}?"}], "reply": f"ya at {i}"}
+        for i in range(12)
+    ]
+    raw = tmp_path / "in.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    recipe = Recipe.build(
+        contract="reply@1",
+        inputs=[str(raw)],
+        split=(0.6, 0.2, 0.2),
+        batch_size=2,
+        tokenizer=str(tiny_model),
+    )
+    manifest = render_dataset(recipe, tmp_path / "data")
+    longest = max(s["tokens"]["max"] for s in manifest["splits"].values())
+    short = TrainOptions(batch_size=2, max_seq_length=longest - 1)
+    with pytest.raises(TokenizationError, match=f"longest row has {longest} tokens"):
+        train(tmp_path / "data", NO_MODEL, tmp_path / "a", short)
+    with pytest.raises(TokenizationError):
+        train_configs([tmp_path / "data"], [NO_MODEL], tmp_path / "a", short)
+    result = _run(
+        "train", "--dataset", str(tmp_path / "data"), "--model", NO_MODEL,
+        "--adapter-path", str(tmp_path / "a"), "--batch-size", "2",
+        "--max-seq-length", str(longest - 1),
+    )  # fmt: skip
+    assert result.exit_code == 7, result.output  # type: ignore[attr-defined]
+    assert not (tmp_path / "a").exists()
+    # Long enough: the check passes and only the (missing) model stops it.
+    with pytest.raises(ModelError, match="model not found"):
+        train(tmp_path / "data", NO_MODEL, tmp_path / "a", TrainOptions(batch_size=2))
 
 
 def test_nan_loss_stops_and_saves_nothing(

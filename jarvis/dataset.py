@@ -238,8 +238,11 @@ class RowRenderer:
             # mlx-lm's enable_thinking default, computed once (it scans the whole vocabulary).
             self.thinking = has_thinking(self.tokenizer)
             policy = contract.special_token_policy(special_tokens(self.tokenizer))
-            self.bos = getattr(self.tokenizer, "bos_token", None) or ""
             self.bos_id = getattr(self.tokenizer, "bos_token_id", None)
+            # mlx-lm's TextDataset encodes with special tokens: only a tokenizer that adds BOS
+            # itself needs the template's BOS string stripped (SmolLM2's bos is <|im_start|>).
+            adds_bos = self.bos_id is not None and self.tokenizer.encode("a")[:1] == [self.bos_id]
+            self.bos = (getattr(self.tokenizer, "bos_token", None) or "") if adds_bos else ""
             self.eos_id = getattr(self.tokenizer, "eos_token_id", None)
         self.policy: SpecialTokenPolicy = policy
         if self.format == "text" and self.tokenizer is None:
@@ -265,7 +268,7 @@ class RowRenderer:
         return orjson.dumps(row), target, messages
 
     def text(self, messages: list[dict[str, str]]) -> str:
-        """Render text-format content; a leading BOS string is stripped (mlx-lm adds one)."""
+        """Render text-format content; a leading BOS string is stripped if mlx-lm adds one."""
         from jarvis.chat import apply_chat_template
 
         text = str(
@@ -372,7 +375,9 @@ def _pass_one(
     max_len = recipe.max_seq_length
     drop_long = recipe.on_overlength == "drop"
     count_tokens = renderer.tokenizer is not None
-    for spec, path in files:
+    # A record given under several tags keeps the first tag by name (`default` last), whatever
+    # the order of the --input options: duplicates are dropped in this order.
+    for spec, path in sorted(files, key=lambda f: (f[0].tag == "default", f[0].tag, str(f[1]))):
         shown = str(path)
         item = _Input(path=shown, tag=spec.tag, sha256=sha256_file(path))
         state.inputs.append(item)
@@ -971,4 +976,8 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
         f"duplicates dropped: {manifest['duplicates']}   rejects: {manifest['rejects']}"
         + (f" (see {REJECTS})" if manifest["rejects"] else "")
     )
+    # A tag can lose every row to --on-overlength drop or rejects; say so, not just "0".
+    for tag in tags:
+        if not train.get("tags", {}).get(tag, {}).get("rows", 0):
+            out.append(f"warning: tag {tag!r} has no training rows")
     return "\n".join(out)

@@ -441,3 +441,54 @@ def test_manifest_recipe_rebuilds_from_another_folder(
     monkeypatch.chdir(tmp_path / "elsewhere")
     again = render_dataset(Recipe.build(**manifest["recipe"]), Path("out"))
     assert again["files"] == manifest["files"]
+
+
+def test_text_format_keeps_a_bos_string_the_tokenizer_never_adds(tmp_path: Path) -> None:
+    # SmolLM2 declares bos_token <|im_start|> but adds no BOS when encoding: stripping the
+    # template's leading "<|im_start|>" would cut the first turn's header from every row.
+    tok = make_tokenizer(tmp_path / "tok")
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    config.update(bos_token="<|im_start|>", add_bos_token=False)
+    (tok / "tokenizer_config.json").write_text(json.dumps(config))
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    render_dataset(recipe(a, format="text", tokenizer=str(tok)), tmp_path / "out")
+    rows = read_rows(tmp_path / "out" / "train.jsonl")
+    assert all(r["text"].startswith("<|im_start|>system\nYou are Jwalin.") for r in rows)
+
+
+def test_duplicate_across_tags_keeps_one_tag_whatever_the_input_order(tmp_path: Path) -> None:
+    shared = [reply(i) for i in range(10)]
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(10, 90)] + shared)
+    p = write_jsonl(tmp_path / "p.jsonl", shared + [reply(i) for i in range(90, 100)])
+    first = render_dataset(recipe(a, f"perfect={p}"), tmp_path / "one")
+    second = render_dataset(recipe(f"perfect={p}", a), tmp_path / "two")
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "records.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert first["duplicates"] == second["duplicates"] == 10
+    lines = (tmp_path / "one" / "records.jsonl").read_text().splitlines()
+    tags = {json.loads(line)["tag"] for line in lines}
+    assert tags == {"default", "perfect"}
+    perfect = sum(s["tags"].get("perfect", {}).get("rows", 0) for s in first["splits"].values())
+    assert perfect == 20  # the shared records kept the more specific tag
+
+
+def test_summary_warns_when_a_tag_has_no_training_rows() -> None:
+    manifest = {
+        "contract": {"ref": "reply@1", "fingerprint": "f" * 64},
+        "format": "chat",
+        "splits": {
+            "train": {
+                "rows": 8,
+                "tags": {
+                    "default": {"rows": 8, "share": 1.0},
+                    "perfect": {"rows": 0, "share": 0.0},
+                },
+            },
+            "valid": {"rows": 4, "tags": {"default": {"rows": 4, "share": 1.0}}},
+        },
+        "duplicates": 0,
+        "rejects": 3,
+    }
+    summary = format_summary(manifest)
+    assert summary.splitlines()[-1] == "warning: tag 'perfect' has no training rows"
+    assert "rejects: 3 (see rejects.jsonl)" in summary

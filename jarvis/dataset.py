@@ -311,8 +311,9 @@ class RowRenderer:
         return repr(self.tokenizer.decode(list(ids)))
 
 
-def _canonical(model: Record) -> bytes:
-    return orjson.dumps(model.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+def _canonical(record: Mapping[str, Any]) -> bytes:
+    """The content key's bytes: sorted-key JSON without nulls (an explicit null = absent)."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
 
 
 def _h64(data: bytes) -> int:
@@ -393,7 +394,8 @@ def _pass_one(
                 continue
             try:
                 model = contract.validate(raw.value)
-                canonical = _canonical(model)
+                record = model.model_dump(mode="json", exclude_none=True)
+                canonical = _canonical(record)
                 digest = hashlib.sha256(canonical).digest()
                 content = int.from_bytes(digest[:8], "big")
                 if content in state.seen:
@@ -455,7 +457,6 @@ def _pass_one(
                 if gid == len(state.group_keys):
                     state.group_keys.append(unit_key(seed, b"group", str(group).encode()))
                 state.group_of.append(gid)
-            record = model.model_dump(mode="json", exclude_none=True)
             if has_id:
                 record["id"] = rid
             tail = b"%s\t%s\t%s\t%s" % (

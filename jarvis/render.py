@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,19 @@ def make_environment(folder: Path) -> ImmutableSandboxedEnvironment:
     )
 
 
+_GLOBALS: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _globals(template: jinja2.Template) -> dict[str, Any]:
+    # template.globals is a ChainMap over the environment's; flattening it once per template
+    # saves a ChainMap walk per render.
+    try:
+        return _GLOBALS[template]
+    except KeyError:
+        flat = _GLOBALS[template] = dict(template.globals)
+        return flat
+
+
 def render_template(template: jinja2.Template, context: Mapping[str, Any], *, where: str) -> str:
     """Render one compiled template, converting Jinja errors to `ContractError`.
 
@@ -129,7 +143,7 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
     try:
         # Template.render copies the globals into a fresh context on every call; merging them
         # into a shared one is the same context, a third cheaper (render-dataset's hot loop).
-        shared = template.new_context({**template.globals, **context}, shared=True)
+        shared = template.new_context({**_globals(template), **context}, shared=True)
         return concat(template.root_render_func(shared))
     except jinja2.TemplateError as exc:
         raise ContractError(f"{where}: {exc}") from exc

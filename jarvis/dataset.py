@@ -16,12 +16,16 @@ Everything is written into a temp folder beside the output and renamed into plac
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 from array import array
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -356,6 +360,112 @@ def _reject(state: _State, out: IO[bytes], raw: RawRecord, reason: str, **extra:
     out.write(orjson.dumps(entry) + b"\n")
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """Pass 1's work on one record that needs no shared state (so a worker process can do it).
+
+    `error` set means a rejected record; the rest is empty then.
+    """
+
+    error: str | None = None
+    digest: bytes = b""
+    explicit: str | None = None
+    rid: str = ""
+    row: bytes = b""
+    record: bytes = b""
+    tokens: int = 0
+    token_error: str | None = None
+    mask: int = 0
+    group: str | None = None
+
+
+class _RecordWork:
+    """Validate, render, count tokens and check one raw record (no dedup, no state)."""
+
+    def __init__(self, contract: Contract, renderer: RowRenderer) -> None:
+        self.contract = contract
+        self.renderer = renderer
+        self.has_id = "id" in contract.schema.model_fields
+        self.group_field = contract.group_key
+        self.checks = contract.spec.checks
+
+    def __call__(self, raw: RawRecord) -> _Outcome:
+        if raw.error is not None or raw.value is None:
+            return _Outcome(error=raw.error or "not a record")
+        try:
+            model = self.contract.validate(raw.value)
+            record = model.model_dump(mode="json", exclude_none=True)
+            digest = hashlib.sha256(_canonical(record)).digest()
+            explicit = getattr(model, "id", None) if self.has_id else None
+            rid = explicit if isinstance(explicit, str) else digest.hex()[:16]
+            row, target, messages = self.renderer.render(model, rid)
+        except RecordError as exc:
+            return _Outcome(error=str(exc))
+        tokens, token_error = 0, None
+        if self.renderer.tokenizer is not None:
+            full, prompt = self.renderer.tokens(messages, row)
+            tokens = len(full)
+            token_error = _prefix_error(self.renderer, f"{raw.file}:{raw.line}", prompt, full)
+        mask = 0
+        for bit, result in enumerate(run_checks(target, self.checks)):
+            if result.passed:
+                mask |= 1 << bit
+        group = getattr(model, self.group_field, None) if self.group_field else None
+        if self.has_id:
+            record["id"] = rid
+        return _Outcome(
+            None,
+            digest,
+            explicit,
+            rid,
+            row,
+            orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
+            tokens,
+            token_error,
+            mask,
+            None if group is None else str(group),
+        )
+
+
+# Worker processes build their own contract and renderer once (Jinja templates and
+# tokenizers do not pickle); each task is a chunk of raw records, answered in order.
+_WORK: _RecordWork | None = None
+_CHUNK = 512
+
+
+def _init_worker(recipe: Recipe, root: str) -> None:
+    global _WORK
+    contract = load_contract(recipe.contract, root=root)
+    _WORK = _RecordWork(contract, RowRenderer(contract, recipe))
+
+
+def _work_chunk(chunk: list[RawRecord]) -> list[_Outcome]:
+    assert _WORK is not None
+    return [_WORK(raw) for raw in chunk]
+
+
+def _outcomes(
+    raws: Iterator[RawRecord], work: _RecordWork, pool: tuple[Executor, int] | None
+) -> Iterator[tuple[RawRecord, _Outcome]]:
+    """Yield (raw, outcome) in input order, from this process or a bounded window of tasks."""
+    if pool is None:
+        for raw in raws:
+            yield raw, work(raw)
+        return
+    executor, jobs = pool
+    window: deque[tuple[list[RawRecord], Future[list[_Outcome]]]] = deque()
+    limit = 2 * jobs  # bounded memory: a few chunks in flight, never the whole file
+    while True:
+        chunk = list(itertools.islice(raws, _CHUNK))
+        if chunk:
+            window.append((chunk, executor.submit(_work_chunk, chunk)))
+        if window and (len(window) >= limit or not chunk):
+            done, future = window.popleft()
+            yield from zip(done, future.result(), strict=True)
+        elif not chunk:
+            return
+
+
 def _pass_one(
     recipe: Recipe,
     contract: Contract,
@@ -364,18 +474,16 @@ def _pass_one(
     spill: _Spill,
     rejects_out: IO[bytes],
     progress: Any,
+    pool: tuple[Executor, int] | None = None,
 ) -> _State:
     tags = sorted({spec.tag for spec, _ in files})
     tag_index = {t: i for i, t in enumerate(tags)}
     state = _State(tags=tags)
     seed = recipe.seed
     seed_bytes = b"%d\x00" % seed
-    group_field = contract.group_key
-    has_id = "id" in contract.schema.model_fields
-    checks = contract.spec.checks
     max_len = recipe.max_seq_length
     drop_long = recipe.on_overlength == "drop"
-    count_tokens = renderer.tokenizer is not None
+    work = _RecordWork(contract, renderer)
     # A record given under several tags keeps the first tag by name (`default` last), whatever
     # the order of the --input options: duplicates are dropped in this order.
     for spec, path in sorted(files, key=lambda f: (f[0].tag == "default", f[0].tag, str(f[1]))):
@@ -385,90 +493,61 @@ def _pass_one(
         tag = tag_index[spec.tag]
         tag_json = orjson.dumps(spec.tag)
         copies = recipe.repeat.get(spec.tag, 1)
-        for raw in iter_file(path, shown):
+        # Outcomes are committed strictly in input order, so every decision below (dedup,
+        # ids, the first error raised) is the same with or without worker processes.
+        for raw, out in _outcomes(iter_file(path, shown), work, pool):
             item.records += 1
             state.total += 1
-            if raw.error is not None or raw.value is None:
+            if out.error is not None:
                 item.rejected += 1
-                _reject(state, rejects_out, raw, raw.error or "not a record")
+                _reject(state, rejects_out, raw, out.error)
                 continue
-            try:
-                model = contract.validate(raw.value)
-                record = model.model_dump(mode="json", exclude_none=True)
-                canonical = _canonical(record)
-                digest = hashlib.sha256(canonical).digest()
-                content = int.from_bytes(digest[:8], "big")
-                if content in state.seen:
-                    item.duplicates += 1
-                    state.duplicates += 1
-                    continue
-                explicit = getattr(model, "id", None) if has_id else None
-                rid = explicit if isinstance(explicit, str) else digest.hex()[:16]
-                row, target, messages = renderer.render(model, rid)
-            except RecordError as exc:
-                item.rejected += 1
-                _reject(state, rejects_out, raw, str(exc))
+            content = int.from_bytes(out.digest[:8], "big")
+            if content in state.seen:
+                item.duplicates += 1
+                state.duplicates += 1
                 continue
-            if explicit is not None:
-                id_hash = _h64(explicit.encode())
+            if out.explicit is not None:
+                id_hash = _h64(out.explicit.encode())
                 if id_hash in state.ids:
                     item.rejected += 1
-                    _reject(state, rejects_out, raw, f"id: {explicit!r} is used by another record")
+                    reason = f"id: {out.explicit!r} is used by another record"
+                    _reject(state, rejects_out, raw, reason)
                     continue
                 state.ids.add(id_hash)
-            ntok = 0
-            if count_tokens:
-                full, prompt = renderer.tokens(messages, row)
-                ntok = len(full)
-                where = f"{raw.file}:{raw.line}"
-                if ntok > max_len:
+            if renderer.tokenizer is not None:
+                if out.tokens > max_len:
                     if not drop_long:
                         raise TokenizationError(
-                            f"{where}: row has {ntok} tokens, more than --max-seq-length "
-                            f"{max_len}; mlx-lm would silently cut its answer and EOS "
-                            "(shorten it, raise --max-seq-length, or --on-overlength drop)"
+                            f"{raw.file}:{raw.line}: row has {out.tokens} tokens, more than "
+                            f"--max-seq-length {max_len}; mlx-lm would silently cut its answer "
+                            "and EOS (shorten it, raise --max-seq-length, or --on-overlength drop)"
                         )
                     state.overlength += 1
-                    _reject(
-                        state,
-                        rejects_out,
-                        raw,
-                        f"{ntok} tokens > --max-seq-length {max_len}",
-                        tokens=ntok,
-                    )
+                    reason = f"{out.tokens} tokens > --max-seq-length {max_len}"
+                    _reject(state, rejects_out, raw, reason, tokens=out.tokens)
                     continue
-                _check_prefix(renderer, where, prompt, full)
+                if out.token_error is not None:
+                    raise TokenizationError(out.token_error)
             state.seen.add(content)
             item.accepted += 1
             unit = len(state.tag_of)
             state.tag_of.append(tag)
-            state.key_of.append(unit_key(seed, b"record", digest))
-            state.tokens_of.append(ntok)
-            mask = 0
-            for bit, result in enumerate(run_checks(target, checks)):
-                if result.passed:
-                    mask |= 1 << bit
-            state.checks_of.append(mask)
-            group = getattr(model, group_field, None) if group_field else None
-            if group is None:
+            state.key_of.append(unit_key(seed, b"record", out.digest))
+            state.tokens_of.append(out.tokens)
+            state.checks_of.append(out.mask)
+            if out.group is None:
                 state.group_of.append(-1)
             else:
-                gid = state.groups.setdefault(str(group), len(state.groups))
+                gid = state.groups.setdefault(out.group, len(state.groups))
                 if gid == len(state.group_keys):
-                    state.group_keys.append(unit_key(seed, b"group", str(group).encode()))
+                    state.group_keys.append(unit_key(seed, b"group", out.group.encode()))
                 state.group_of.append(gid)
-            if has_id:
-                record["id"] = rid
-            tail = b"%s\t%s\t%s\t%s" % (
-                row,
-                orjson.dumps(rid),
-                tag_json,
-                orjson.dumps(record, option=orjson.OPT_SORT_KEYS),
-            )
-            spill.add(_h64(seed_bytes + b"shuffle\x00\x00" + digest), unit, 0, tail)
+            tail = b"%s\t%s\t%s\t%s" % (out.row, orjson.dumps(out.rid), tag_json, out.record)
+            spill.add(_h64(seed_bytes + b"shuffle\x00\x00" + out.digest), unit, 0, tail)
             for copy in range(1, copies):
-                shuffle = _h64(seed_bytes + b"shuffle\x00%d" % copy + digest)
-                spill.add(shuffle, unit, copy, row)
+                shuffle = _h64(seed_bytes + b"shuffle\x00%d" % copy + out.digest)
+                spill.add(shuffle, unit, copy, out.row)
         if item.records == 0:
             raise DatasetError(f"{shown}: empty input file (no records); nothing to train on")
         if progress is not None:
@@ -476,19 +555,22 @@ def _pass_one(
     return state
 
 
-def _check_prefix(renderer: RowRenderer, where: str, prompt: list[int], full: list[int]) -> None:
+def _prefix_error(
+    renderer: RowRenderer, where: str, prompt: list[int], full: list[int]
+) -> str | None:
+    """Return why the runtime prompt is not a token prefix of the training row, or None."""
     if len(full) > 1 and renderer.bos_id is not None and full[0] == full[1] == renderer.bos_id:
-        raise TokenizationError(f"{where}: the row starts with a doubled BOS token")
+        return f"{where}: the row starts with a doubled BOS token"
     i = next((i for i, t in enumerate(prompt) if i >= len(full) or full[i] != t), None)
     if i is None and len(full) > len(prompt):
-        return
+        return None
     if i is None:
-        raise TokenizationError(
+        return (
             f"{where}: the training row has no tokens after the runtime prompt "
             f"({len(prompt)} prompt tokens, {len(full)} row tokens)"
         )
     lo = max(0, i - 3)
-    raise TokenizationError(
+    return (
         f"{where}: the runtime prompt is not a token prefix of the training row; first "
         f"difference at token {i}: prompt has {renderer.show(prompt[lo : i + 3])}, row has "
         f"{renderer.show(full[lo : i + 3])}"
@@ -748,6 +830,18 @@ def _collect_files(recipe: Recipe) -> list[tuple[InputSpec, Path]]:
     return files
 
 
+_PARALLEL_BYTES = 4 << 20
+
+
+def _jobs(jobs: int | None, files: list[tuple[InputSpec, Path]]) -> int:
+    """The number of worker processes: as asked, or by input size and CPU count."""
+    if jobs is not None:
+        return max(1, jobs)
+    # Starting spawned workers costs about a second: only worth it for larger inputs.
+    size = sum(path.stat().st_size for _, path in files)
+    return min(os.cpu_count() or 1, 8) if size >= _PARALLEL_BYTES else 1
+
+
 def render_dataset(
     recipe: Recipe,
     out: Path,
@@ -755,6 +849,7 @@ def render_dataset(
     force: bool = False,
     root: str | Path | None = None,
     progress: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Render, check and write an mlx-lm dataset folder from raw records.
 
@@ -765,6 +860,9 @@ def render_dataset(
         force: replace an existing `out`.
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         progress: show a progress bar on stderr when it is a terminal.
+        jobs: worker processes for validating, rendering and tokenizing; default: one per
+            CPU (at most 8) for inputs of 4 MB or more, else none (1). The output is
+            byte-identical whatever the number.
 
     Returns:
         The manifest written to `out/manifest.json`.
@@ -789,10 +887,24 @@ def render_dataset(
         tmp.chmod(0o777 & ~umask)
         spill = _Spill(tmp / ".spill")
         bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
+        workers = _jobs(jobs, files)
+        executor = None
+        if workers > 1:
+            executor = ProcessPoolExecutor(
+                max_workers=workers,
+                # The platform's default start method (fork on Linux, spawn on macOS); with spawn
+                # a calling script needs the usual `if __name__ == "__main__":` guard.
+                mp_context=multiprocessing.get_context(),
+                initializer=_init_worker,
+                initargs=(recipe, str(contract.root)),
+            )
         try:
             with (tmp / REJECTS).open("wb") as rejects_out:
-                state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar)
+                pool = (executor, workers) if executor is not None else None
+                state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
         finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
             spill.close()
             if bar is not None:
                 bar.render_finish()

@@ -492,3 +492,36 @@ def test_summary_warns_when_a_tag_has_no_training_rows() -> None:
     summary = format_summary(manifest)
     assert summary.splitlines()[-1] == "warning: tag 'perfect' has no training rows"
     assert "rejects: 3 (see rejects.jsonl)" in summary
+
+
+def test_worker_processes_give_byte_identical_output(tmp_path: Path) -> None:
+    # 2,600 records: several 512-record chunks in flight, duplicates, threads, repeats, tokens.
+    tok = make_tokenizer(tmp_path / "tok")
+    records = [reply(i, thread=f"t{i // 5}") for i in range(2000)] + [reply(7, thread="t1")]
+    a = write_jsonl(tmp_path / "a.jsonl", records)
+    p = write_jsonl(tmp_path / "p.jsonl", [reply(i, thread=f"p{i}") for i in range(5000, 5600)])
+    settings = {"tokenizer": str(tok), "repeat": {"perfect": 3}}
+    one = render_dataset(recipe(a, f"perfect={p}", **settings), tmp_path / "one", jobs=1)
+    two = render_dataset(recipe(a, f"perfect={p}", **settings), tmp_path / "two", jobs=2)
+    assert one == two
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "records.jsonl", "manifest.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert one["duplicates"] == 1
+
+
+def test_worker_processes_report_the_first_error_in_input_order(tmp_path: Path) -> None:
+    tok = make_tokenizer(tmp_path / "tok")
+    records = [reply(i) for i in range(1500)]
+    records[1200]["reply"] = "word " * 400  # over the limit, after two full chunks
+    records[1400]["reply"] = "word " * 500
+    a = write_jsonl(tmp_path / "a.jsonl", records)
+    messages = []
+    for jobs in (1, 2):
+        with pytest.raises(TokenizationError) as info:
+            render_dataset(
+                recipe(a, tokenizer=str(tok), max_seq_length=300), tmp_path / "o", jobs=jobs
+            )
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    assert messages[0].startswith(f"{a}:1201: row has ")
+    assert not (tmp_path / "o").exists()

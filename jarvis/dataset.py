@@ -831,6 +831,7 @@ def _collect_files(recipe: Recipe) -> list[tuple[InputSpec, Path]]:
 
 
 _PARALLEL_BYTES = 4 << 20
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _jobs(jobs: int | None, files: list[tuple[InputSpec, Path]]) -> int:
@@ -892,9 +893,9 @@ def render_dataset(
         if workers > 1:
             executor = ProcessPoolExecutor(
                 max_workers=workers,
-                # The platform's default start method (fork on Linux, spawn on macOS); with spawn
-                # a calling script needs the usual `if __name__ == "__main__":` guard.
-                mp_context=multiprocessing.get_context(),
+                # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
+                # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
+                mp_context=multiprocessing.get_context(_START_METHOD),
                 initializer=_init_worker,
                 initargs=(recipe, str(contract.root)),
             )

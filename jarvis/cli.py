@@ -377,16 +377,17 @@ def train_cmd(
     The dataset is checked before any model loads (missing, empty, no manifest, fingerprint
     not the contract's). Training stops with exit 10 if the loss becomes NaN.
     """
-    from jarvis.train import load_dataset, train
+    from jarvis.train import check_trainable, load_dataset, train
 
     options = _options_from(kwargs)
     ds = load_dataset(dataset_dir, contract=contract_ref, root=get_root(ctx))
+    check_trainable(ds, options)
     splits = ("train.jsonl", "valid.jsonl", "test.jsonl")
     rows = ", ".join(f"{name} {ds.rows[name]}" for name in splits if name in ds.rows)
     click.echo(f"dataset: {ds.path} ({ds.contract.ref}, {ds.format}; {rows})")
     click.echo(f"training {model}: {options.fine_tune_type}, {options.iters} iters")
     result = train(
-        ds.path,
+        ds,
         model,
         adapter_path,
         options,

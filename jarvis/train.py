@@ -117,7 +117,7 @@ def load_dataset(
     """Check a rendered dataset folder before anything is trained on it.
 
     Args:
-        dataset: the folder `jarvis render-dataset` wrote.
+        dataset: the folder `jarvis render-dataset` wrote, or its `load_dataset` result.
         contract: the contract expected (default: the one the manifest names).
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
 
@@ -160,8 +160,13 @@ def load_dataset(
     return Dataset(folder, manifest, digest, expected, rows)
 
 
-def _check_sizes(ds: Dataset, options: TrainOptions) -> None:
-    """Fail early where mlx-lm would fail after loading the model (mlx-lm-facts 1.5)."""
+def check_trainable(ds: Dataset, options: TrainOptions) -> None:
+    """Fail early where mlx-lm would fail, or silently truncate, after loading the model.
+
+    Raises:
+        DatasetError: a split is smaller than the batch size, or text data with --mask-prompt.
+        TokenizationError: the manifest's longest row is over `options.max_seq_length`.
+    """
     for name in ("train.jsonl", "valid.jsonl"):
         n = ds.rows.get(name)
         if n is not None and 0 < n < options.batch_size:
@@ -296,7 +301,7 @@ class _Monitor:
 
 
 def train(
-    dataset: str | os.PathLike[str],
+    dataset: str | os.PathLike[str] | Dataset,
     model: str,
     adapter_path: str | os.PathLike[str],
     options: TrainOptions | None = None,
@@ -309,7 +314,7 @@ def train(
     """Train an mlx-lm adapter on a rendered dataset and stamp it with the contract.
 
     Args:
-        dataset: the folder `jarvis render-dataset` wrote.
+        dataset: the folder `jarvis render-dataset` wrote, or its `load_dataset` result.
         model: a base model folder or hub id (in the local cache when offline).
         adapter_path: the adapter folder to write (replaced atomically on success).
         options: hyper-parameters (default `TrainOptions()`).
@@ -332,8 +337,11 @@ def train(
     import time
 
     options = options or TrainOptions()
-    ds = load_dataset(dataset, contract=contract, root=root)
-    _check_sizes(ds, options)
+    if isinstance(dataset, Dataset):
+        ds = dataset  # already loaded and checked against its contract by the caller
+    else:
+        ds = load_dataset(dataset, contract=contract, root=root)
+    check_trainable(ds, options)
     folder = resolve_model_dir(model)
     if folder is None:
         raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
@@ -454,7 +462,7 @@ def train_configs(
     options = options or TrainOptions()
     checked = [load_dataset(d, contract=contract, root=root) for d in datasets]
     for ds in checked:
-        _check_sizes(ds, options)
+        check_trainable(ds, options)
     single = len(checked) * len(models) == 1
     out: list[ConfigFile] = []
     for model in models:

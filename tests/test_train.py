@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -269,3 +270,13 @@ def test_train_config_matrix(
     result = _run(*args)
     assert result.exit_code == 6  # type: ignore[attr-defined]
     assert not out.exists()  # the post-mortem's empty variant: nothing written at all
+
+
+def test_cli_refusal_prints_no_training_line(reply_dataset: Path, tmp_path: Path) -> None:
+    result: Any = _run(
+        "train", "--dataset", str(reply_dataset), "--model", NO_MODEL,
+        "--adapter-path", str(tmp_path / "a"), "--batch-size", "64",
+    )  # fmt: skip
+    assert result.exit_code == 6
+    assert "training " not in result.stdout
+    assert result.stderr.startswith("error: ") and "fewer than --batch-size 64" in result.stderr

@@ -8,6 +8,7 @@ the line where the item's opening brace stands. A UTF-8 BOM and CRLF line ends a
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -144,9 +145,31 @@ def iter_file(path: Path, shown: str) -> Iterator[RawRecord]:
                 data = head + fh.read()
                 yield from _iter_array(data[3:] if head.startswith(_BOM) else data, shown)
                 return
+            if path.name.endswith((".json", ".json.gz")):
+                # A `.json` file may hold one pretty-printed record: as JSONL every line of it
+                # would be rejected. If the whole file is not one object, it is JSONL after all.
+                data = head + fh.read()
+                body = data[3:] if data.startswith(_BOM) else data
+                single = _single_object(body, shown)
+                if single is not None:
+                    yield single
+                    return
+                head, fh = data, io.BytesIO()
             yield from _iter_lines(head, fh, shown)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{shown}: cannot read: {exc}") from exc
+
+
+def _single_object(body: bytes, shown: str) -> RawRecord | None:
+    """Return the record if `body` is exactly one JSON object, else None."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    line = body[: len(body) - len(body.lstrip(_WS))].count(b"\n") + 1
+    return RawRecord(shown, line, body.decode("utf-8").strip(), value)
 
 
 def _iter_lines(head: bytes, fh: IO[bytes], shown: str) -> Iterator[RawRecord]:

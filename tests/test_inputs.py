@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,17 @@ def test_json_array_after_long_leading_whitespace(tmp_path: Path) -> None:
     blank = tmp_path / "blank.jsonl"
     blank.write_bytes(b"\n" * 10000)
     assert list(iter_file(blank, "blank.jsonl")) == []
+
+
+def test_json_file_with_one_pretty_printed_object(tmp_path: Path) -> None:
+    record = {"messages": [{"sender": "Sam", "text": "hi"}], "reply": "yo"}
+    single = tmp_path / "one.json"
+    single.write_text("\n\n" + json.dumps(record, indent=2) + "\n")
+    (got,) = list(iter_file(single, "one.json"))
+    assert (got.line, got.value, got.error) == (3, record, None)
+    jsonl_named_json = tmp_path / "many.json"
+    jsonl_named_json.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
+    assert [r.line for r in iter_file(jsonl_named_json, "many.json")] == [1, 2]
+    with gzip.open(tmp_path / "one.json.gz", "wt") as fh:
+        fh.write(json.dumps(record, indent=2))
+    assert [r.value for r in iter_file(tmp_path / "one.json.gz", "one.json.gz")] == [record]

@@ -34,6 +34,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from jarvis.chat import token_prefix_divergence
 from jarvis.checks import run_checks
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import (
@@ -561,7 +562,7 @@ def _prefix_error(
     """Return why the runtime prompt is not a token prefix of the training row, or None."""
     if len(full) > 1 and renderer.bos_id is not None and full[0] == full[1] == renderer.bos_id:
         return f"{where}: the row starts with a doubled BOS token"
-    i = next((i for i, t in enumerate(prompt) if i >= len(full) or full[i] != t), None)
+    i = token_prefix_divergence(prompt, full)
     if i is None and len(full) > len(prompt):
         return None
     if i is None:

@@ -9,7 +9,7 @@ import functools
 import os
 import re
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -201,15 +201,3 @@ class SpecialTokenPolicy:
 def _policy(mode: str, tokens: tuple[str, ...]) -> SpecialTokenPolicy:
     # Cached: a tokenizer's special tokens compile into one regex, once per process.
     return SpecialTokenPolicy(mode, tokens)
-
-
-def iter_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
-    """Yield `(path, string)` for every string nested in `value`."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from iter_strings(v, f"{path}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from iter_strings(v, f"{path}.{k}" if path else k)

@@ -1,0 +1,56 @@
+"""Chat templates applied as mlx-lm applies them, without importing mlx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jarvis.chat import (
+    apply_chat_template,
+    chatml,
+    has_thinking,
+    load_tokenizer,
+    special_tokens,
+    token_prefix_divergence,
+)
+from tokenizer_fixture import CHATML, make_tokenizer
+
+MESSAGES = [
+    {"role": "system", "content": "be brief"},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "yo"},
+]
+
+
+def test_builtin_chatml_equals_a_chatml_tokenizer_template(tmp_path: Path) -> None:
+    tok = load_tokenizer(make_tokenizer(tmp_path / "tok", template=CHATML))
+    for generation, messages in ((True, MESSAGES[:-1]), (False, MESSAGES)):
+        rendered = apply_chat_template(tok, messages, add_generation_prompt=generation)
+        assert rendered == chatml(messages, add_generation_prompt=generation)
+
+
+def test_enable_thinking_default_follows_the_vocabulary(tmp_path: Path) -> None:
+    # A template that shows the flag it was given: mlx-lm passes has_thinking by default.
+    template = "{{ 'T' if enable_thinking else 'F' }}"
+    plain = load_tokenizer(make_tokenizer(tmp_path / "plain", template=template))
+    assert not has_thinking(plain)
+    assert apply_chat_template(plain, MESSAGES, add_generation_prompt=False) == "F"
+    assert (
+        apply_chat_template(plain, MESSAGES, add_generation_prompt=False, enable_thinking=True)
+        == "T"
+    )
+    folder = make_tokenizer(tmp_path / "think", template=template)
+    thinking = load_tokenizer(folder)
+    thinking.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    assert has_thinking(thinking)
+    assert apply_chat_template(thinking, MESSAGES, add_generation_prompt=False) == "T"
+
+
+def test_tokens_and_special_tokens(tmp_path: Path) -> None:
+    tok = load_tokenizer(make_tokenizer(tmp_path / "tok"))
+    prompt = apply_chat_template(tok, MESSAGES[:-1], add_generation_prompt=True, tokenize=True)
+    full = apply_chat_template(tok, MESSAGES, add_generation_prompt=False, tokenize=True)
+    assert all(isinstance(t, int) for t in full)
+    assert token_prefix_divergence(prompt, full) is None
+    assert token_prefix_divergence([*prompt[:-1], -1], full) == len(prompt) - 1
+    assert token_prefix_divergence(full + [1], full) == len(full)
+    assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(special_tokens(tok))

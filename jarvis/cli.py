@@ -174,6 +174,23 @@ def contract_lock(ctx: click.Context) -> None:
         click.echo("nothing to lock: every version is locked and unchanged")
 
 
+@contract.command("bump")
+@click.argument("name")
+@root_option
+@click.pass_context
+def contract_bump(ctx: click.Context, name: str) -> None:
+    """Start NAME's next version as a copy of its latest (templates and spec entry)."""
+    from jarvis.lock import bump_version
+
+    old, new = bump_version(name, get_root(ctx))
+    version = new.partition("@")[2]
+    click.echo(
+        f"created {new} from {old}: prompts/{name}/v{version}/ and "
+        f"contracts/{name}.yaml versions.{version}"
+    )
+    click.echo(f"edit them, then run `jarvis contract lock` (and `jarvis diff {old} {new}`)")
+
+
 @contract.command("check")
 @root_option
 @click.pass_context

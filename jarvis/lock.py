@@ -1,17 +1,30 @@
 """`contracts.lock`: a locked contract version can never change silently.
 
 `lock` records the fingerprint (and a hash per part) of every new version and refuses to
-rewrite a locked one; `check` names each changed file, unlocked version or vanished version.
+rewrite a locked one; `check` names each changed file, unlocked version or vanished version;
+`bump` starts the next version as a copy of the latest, which is how a prompt changes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from pathlib import Path
 
-from jarvis.contract import LOCK_FILE, load_all, lock_mismatch_message, read_lock, resolve_root
-from jarvis.errors import LockError
+import yaml
+
+from jarvis.contract import (
+    LOCK_FILE,
+    ContractSpec,
+    load_all,
+    lock_mismatch_message,
+    read_lock,
+    read_spec,
+    resolve_root,
+)
+from jarvis.errors import ContractError, LockError
 from jarvis.files import atomic_write_text
 
 
@@ -59,3 +72,68 @@ def write_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
         text = json.dumps(lock, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         atomic_write_text(Path(path) / LOCK_FILE, text)
     return added
+
+
+def bump_version(name: str, root: str | os.PathLike[str] | None = None) -> tuple[str, str]:
+    """Start a new version of a contract as a copy of its latest one, ready to edit and lock.
+
+    Copies `prompts/<name>/v<N>/` to `v<N+1>/` (includes re-pointed to the new folder) and
+    appends `N+1:` to `contracts/<name>.yaml` as a copy of version N's block, as text, so
+    the file's comments and layout stay as they are.
+
+    Args:
+        name: the contract name.
+        root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+
+    Returns:
+        (the old ref, the new ref), e.g. ("reply@1", "reply@2").
+
+    Raises:
+        ContractError: the new version's folder exists, or the spec cannot be extended.
+    """
+    path = resolve_root(root)
+    spec = read_spec(path, name)
+    old = max(spec.versions)
+    new = old + 1
+    src, dst = path / "prompts" / name / f"v{old}", path / "prompts" / name / f"v{new}"
+    if dst.exists():
+        raise ContractError(f"{dst} exists; remove it or edit it and add version {new} by hand")
+    spec_path = path / "contracts" / f"{name}.yaml"
+    text = spec_path.read_text(encoding="utf-8")
+    updated = _append_version_block(text, old, new, where=spec_path)
+    shutil.copytree(src, dst)
+    for template in sorted(p for p in dst.rglob("*") if p.is_file()):
+        source = template.read_text(encoding="utf-8")
+        for quote in ('"', "'"):
+            source = source.replace(f"{quote}v{old}/", f"{quote}v{new}/")
+        template.write_text(source, encoding="utf-8")
+    atomic_write_text(spec_path, updated)
+    return f"{name}@{old}", f"{name}@{new}"
+
+
+def _append_version_block(text: str, old: int, new: int, *, where: Path) -> str:
+    """Return the spec text with version `old`'s block copied as version `new` after it."""
+    root_node = yaml.compose(text)
+    versions = next(
+        (v for k, v in getattr(root_node, "value", []) if getattr(k, "value", None) == "versions"),
+        None,
+    )
+    block = next(
+        ((k, v) for k, v in getattr(versions, "value", []) if str(k.value) == str(old)), None
+    )
+    if block is None:
+        raise ContractError(f"{where}: cannot find `versions: {old}:` to copy")
+    key, value = block
+    lines = text.splitlines(keepends=True)
+    end = value.end_mark.line + (1 if value.end_mark.column else 0)
+    chunk = lines[key.start_mark.line : end]
+    if chunk and not chunk[-1].endswith("\n"):
+        chunk[-1] += "\n"
+        lines[end - 1] = chunk[-1]
+    chunk[0] = re.sub(rf"^(\s*){old}(\s*:)", rf"\g<1>{new}\g<2>", chunk[0], count=1)
+    updated = "".join(lines[:end] + chunk + lines[end:])
+    try:
+        ContractSpec.model_validate(yaml.safe_load(updated))
+    except (yaml.YAMLError, ValueError) as exc:
+        raise ContractError(f"{where}: cannot add version {new} automatically: {exc}") from exc
+    return updated

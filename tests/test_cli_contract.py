@@ -103,3 +103,13 @@ def test_python_m_jarvis_help_imports_no_mlx() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: jarvis" in out.stdout
     assert out.stdout.strip().endswith("IMPORTED []")
+
+
+def test_bump_then_lock(root: Path) -> None:
+    code, out, _ = run("contract", "bump", "reply", "--root", str(root))
+    assert code == 0
+    assert out.splitlines() == [
+        "created reply@2 from reply@1: prompts/reply/v2/ and contracts/reply.yaml versions.2",
+        "edit them, then run `jarvis contract lock` (and `jarvis diff reply@1 reply@2`)",
+    ]
+    assert run("contract", "lock", "--root", str(root))[1] == "locked reply@2\n"

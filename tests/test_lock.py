@@ -59,3 +59,54 @@ def test_vanished_version_is_reported(root: Path) -> None:
     lock["reply@7"] = lock["reply@1"]
     (root / "contracts.lock").write_text(json.dumps(lock))
     assert check_lock(root)[-1].startswith("reply@7 is locked but no longer exists")
+
+
+def test_bump_copies_the_latest_version_keeping_the_spec_text(root: Path) -> None:
+    from jarvis.contract import load_contract
+    from jarvis.lock import bump_version
+
+    spec = root / "contracts/reply.yaml"
+    before = spec.read_text()
+    assert bump_version("reply", root) == ("reply@1", "reply@2")
+    after = spec.read_text()
+    assert after.startswith(before)  # comments and layout kept; the new block is appended
+    assert after[len(before) :].startswith("  2:\n    description:")
+    v2 = root / "prompts/reply/v2"
+    assert sorted(p.name for p in v2.iterdir()) == sorted(
+        p.name for p in (root / "prompts/reply/v1").iterdir()
+    )
+    assert '"v2/exemplars.j2"' in (v2 / "user.j2").read_text()
+    one, two = load_contract("reply@1", root=root), load_contract("reply@2", root=root)
+    assert one.system_prompt == two.system_prompt and not two.locked
+    assert "prompts/reply/v2/exemplars.j2" in two.parts
+    assert check_lock(root) == ["reply@2 is not locked; run `jarvis contract lock`"]
+    lock_before = (root / "contracts.lock").read_bytes()
+    assert bump_version("reply", root) == ("reply@2", "reply@3")
+    assert (root / "contracts.lock").read_bytes() == lock_before  # bumping never locks
+    assert write_lock(root) == ["reply@2", "reply@3"]
+
+
+def test_bump_refuses_an_existing_folder(root: Path) -> None:
+    from jarvis.errors import ContractError
+    from jarvis.lock import bump_version
+
+    (root / "prompts/codegen/v2").mkdir()
+    with pytest.raises(ContractError, match="v2 exists; remove it or edit it"):
+        bump_version("codegen", root)
+    assert "  2:" not in (root / "contracts/codegen.yaml").read_text()
+
+
+def test_bump_inserts_after_the_last_version_when_more_keys_follow(root: Path) -> None:
+    from jarvis.contract import load_contract
+    from jarvis.lock import bump_version
+
+    spec = root / "contracts/codegen.yaml"
+    lines = spec.read_text().splitlines(keepends=True)
+    description = next(line for line in lines if line.startswith("description:"))
+    lines.remove(description)
+    spec.write_text("".join(lines) + "# trailing comment\n" + description)
+    (root / "contracts.lock").unlink()
+    bump_version("codegen", root)
+    text = spec.read_text()
+    assert text.endswith("# trailing comment\n" + description)
+    assert load_contract("codegen@2", root=root).spec == load_contract("codegen@1", root=root).spec

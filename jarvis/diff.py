@@ -68,19 +68,41 @@ SAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
+SAMPLES_FILE = "samples.jsonl"
+
+
 def sample_records(contract: Contract) -> list[tuple[str, dict[str, Any]]]:
-    """Return the built-in `(name, record)` samples for a contract's schema.
+    """Return the `(name, record)` sample inputs used to diff or audit a contract.
+
+    A contract's own `prompts/<name>/samples.jsonl` (one record per line; outside the version
+    folders, so not part of any fingerprint) comes first; else the built-in samples of its
+    schema.
 
     Raises:
-        ContractError: the schema has no built-in samples.
+        ContractError: neither exists, or the file is malformed.
     """
-    samples = SAMPLES.get(contract.schema.__name__)
-    if samples is None:
+    path = contract.root / "prompts" / contract.name / SAMPLES_FILE
+    if path.is_file():
+        samples: list[tuple[str, dict[str, Any]]] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise ContractError(f"{path}:{number}: invalid JSON: {exc}") from exc
+            if not isinstance(record, dict):
+                raise ContractError(f"{path}:{number}: expected a JSON object")
+            samples.append((str(record.get("id") or f"line{number}"), record))
+        if samples:
+            return samples
+    builtin = SAMPLES.get(contract.schema.__name__)
+    if builtin is None:
         raise ContractError(
-            f"{contract.ref}: no built-in sample inputs for schema {contract.schema.__name__}; "
-            "compare against a dataset folder rendered with it instead"
+            f"{contract.ref}: no sample inputs for schema {contract.schema.__name__}: add a few "
+            f"records to {path}, or compare against a dataset folder rendered with it"
         )
-    return samples
+    return builtin
 
 
 @dataclass(frozen=True)

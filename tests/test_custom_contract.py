@@ -1,0 +1,96 @@
+"""A user's own contract in their own root: own schema module, samples, diff, audit, dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jarvis import build_prompt, load_contract, render_example
+from jarvis.cli import cli
+from jarvis.dataset import Recipe, render_dataset
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "templates"
+SCHEMA = """
+from jarvis.schemas import Record
+
+
+class TicketInput(Record):
+    TARGET_FIELD = "answer"
+
+    id: str | None = None
+    question: str
+    answer: str | None = None
+"""
+SPEC = """name: support
+versions:
+  1:
+    schema: support_schema:TicketInput
+    templates: {system: system.j2, user: user.j2, assistant: assistant.j2}
+    parameters: {product: Acme}
+    checks:
+      - non_empty: {}
+"""
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "support_schema.py").write_text(SCHEMA)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    app = tmp_path / "app"
+    (app / "contracts").mkdir(parents=True)
+    (app / "contracts" / "support.yaml").write_text(SPEC)
+    v1 = app / "prompts" / "support" / "v1"
+    v1.mkdir(parents=True)
+    (v1 / "system.j2").write_text("You answer {{ product }} support tickets.\n")
+    (v1 / "user.j2").write_text("Ticket: {{ question }}\n")
+    (v1 / "assistant.j2").write_text("{{ answer }}\n")
+    return app
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_own_schema_renders_and_locks(root: Path) -> None:
+    record = {"question": "reset my password", "answer": "Use the link on the login page."}
+    prompt = build_prompt(record, contract="support", root=root)
+    assert prompt.messages == [
+        {"role": "system", "content": "You answer Acme support tickets."},
+        {"role": "user", "content": "Ticket: reset my password"},
+    ]
+    assert render_example(record, contract="support", root=root)["messages"][:-1] == prompt.messages
+    assert invoke("contract", "lock", "--root", str(root))[1] == "locked support@1\n"
+    assert load_contract("support", root=root).locked
+
+
+def test_diff_and_audit_need_samples_then_use_them(root: Path) -> None:
+    code, _, err = invoke("--root", str(root), "diff", "support@1", "support@1")
+    assert code == 3
+    assert "no sample inputs for schema TicketInput: add a few records to" in err
+    samples = [{"question": "where is my order?", "answer": "It ships today."}]
+    (root / "prompts" / "support" / "samples.jsonl").write_text(
+        "".join(json.dumps(s) + "\n" for s in samples)
+    )
+    assert invoke("--root", str(root), "diff", "support@1", "support@1")[0] == 0
+    template = str(FIXTURES / "qwen2.5-instruct.jinja")
+    code, out, _ = invoke(
+        "--root", str(root), "verify", "--chat-template", template, "--contract", "support"
+    )
+    assert code == 0, out
+    assert "verdict: compatible" in out
+
+
+def test_render_dataset_with_own_schema(root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "tickets.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(120))
+    )
+    manifest = render_dataset(
+        Recipe.build(contract="support@1", inputs=[str(data)]), tmp_path / "out", root=root
+    )
+    assert manifest["contract"]["ref"] == "support@1"
+    assert sum(s["rows"] for s in manifest["splits"].values()) == 120

@@ -79,6 +79,33 @@ def config_sha256(model_dir: Path) -> str:
     return _canonical_sha(config)
 
 
+def weights_sha256(model_dir: Path) -> str | None:
+    """Return a fingerprint of a model's weights, or None when it has no safetensors files.
+
+    sha256 over each `*.safetensors` file's name and header (tensor names, dtypes, shapes) and
+    the first 64 KiB of every tensor: a few MB read instead of the whole model, yet any
+    fine-tune or fused adapter changes the start of the tensors it touched.
+    """
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = fh.read(size)
+            digest.update(path.name.encode() + b"\0" + header)
+            try:
+                tensors = json.loads(header)
+            except ValueError as exc:
+                raise ModelError(f"{path}: not a safetensors file: {exc}") from exc
+            for name in sorted(k for k in tensors if k != "__metadata__"):
+                start, end = tensors[name]["data_offsets"]
+                fh.seek(8 + size + start)
+                digest.update(fh.read(min(end - start, 1 << 16)))
+    return digest.hexdigest()
+
+
 def make_stamp(
     contract: Contract,
     *,
@@ -88,6 +115,7 @@ def make_stamp(
     enable_thinking: bool | None,
     manifest_sha256: str | None,
     dataset: str | None,
+    base_weights_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Return the `jarvis` block written into `adapter_config.json`.
 
@@ -104,6 +132,7 @@ def make_stamp(
         "dataset_manifest_sha256": manifest_sha256,
         "base_model": base_model,
         "base_model_config_sha256": base_config_sha256,
+        "base_model_weights_sha256": base_weights_sha256,
         "chat_template_sha256": chat_template_sha,
         "enable_thinking": enable_thinking,
         "jarvis_version": __version__,
@@ -154,6 +183,7 @@ def check_stamp(
     where: str,
     chat_template_sha: str | None = None,
     base_config_sha256: str | None = None,
+    base_weights_sha256: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """Compare a stamp with a contract (and a base model's hashes when given).
 
@@ -196,6 +226,13 @@ def check_stamp(
             f"{where} was trained on another base model: {stamp['base_model']} "
             f"(config {_short(recorded)}, this base has {_short(base_config_sha256)})"
         )
+    weights = stamp.get("base_model_weights_sha256")
+    if base_weights_sha256 is not None and weights and weights != base_weights_sha256:
+        # mlx-lm loads an adapter onto any base of the right shapes; only this catches it.
+        problems.append(
+            f"{where} was trained on other base weights: {stamp['base_model']} "
+            f"(weights {_short(weights)}, this base has {_short(base_weights_sha256)})"
+        )
     return problems, []
 
 
@@ -211,8 +248,8 @@ def check_adapter(
     Args:
         adapter_dir: the adapter folder (`adapter_config.json`, `adapters.safetensors`).
         contract: the contract the caller will render prompts with.
-        base_model: a model path or cached hub id; its chat template and config.json
-            hashes are compared with the stamp (the tokenizer is read without mlx).
+        base_model: a model path or cached hub id; its chat template, config.json and
+            weights hashes are compared with the stamp (nothing is loaded into mlx).
         allow_mismatch: return mismatches as warnings instead of raising.
 
     Returns:
@@ -224,7 +261,7 @@ def check_adapter(
         ModelError: the adapter or the base model cannot be read.
     """
     stamp = read_stamp(adapter_dir)
-    template_sha = config_sha = None
+    template_sha = config_sha = weights_sha = None
     if base_model is not None and stamp is not None:
         folder = resolve_model_dir(base_model)
         if folder is None:
@@ -233,12 +270,14 @@ def check_adapter(
 
         template_sha = chat_template_sha256(load_tokenizer(folder))
         config_sha = config_sha256(folder)
+        weights_sha = weights_sha256(folder)
     problems, notes = check_stamp(
         stamp,
         contract,
         where=f"adapter {adapter_dir}",
         chat_template_sha=template_sha,
         base_config_sha256=config_sha,
+        base_weights_sha256=weights_sha,
     )
     return raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
 

@@ -24,6 +24,7 @@ from jarvis.adapter import (
     raise_or_allow,
     read_stamp,
     resolve_model_dir,
+    weights_sha256,
 )
 from jarvis.chat import apply_chat_template, has_thinking, special_tokens
 from jarvis.checks import CheckResult, run_checks
@@ -245,6 +246,7 @@ class ReplyEngine:
                 where=where,
                 chat_template_sha=chat_template_sha256(self.tokenizer),
                 base_config_sha256=config_sha256(folder) if folder is not None else None,
+                base_weights_sha256=weights_sha256(folder) if folder is not None else None,
             )
             problems = [p for p in problems if "fingerprint" not in p]  # reported above
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)

@@ -32,6 +32,7 @@ from jarvis.adapter import (
     make_stamp,
     model_id,
     resolve_model_dir,
+    weights_sha256,
 )
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset import MANIFEST, load_manifest
@@ -205,17 +206,18 @@ def _layer_count(model_dir: Path | None) -> int | None:
     return int(layers) if layers is not None else None
 
 
-def base_identity(model: str) -> tuple[str, str | None, str | None]:
-    """Return `(recorded id, config sha256, chat template sha256)` of a base model, no mlx.
+def base_identity(model: str) -> tuple[str, str | None, str | None, str | None]:
+    """Return `(recorded id, config, chat template, weights sha256)` of a base model, no mlx.
 
     The hashes are None when the model is a hub id not in the local cache.
     """
     folder = resolve_model_dir(model)
     if folder is None:
-        return model_id(model), None, None
+        return model_id(model), None, None, None
     from jarvis.chat import load_tokenizer
 
-    return model_id(model), config_sha256(folder), chat_template_sha256(load_tokenizer(folder))
+    template = chat_template_sha256(load_tokenizer(folder))
+    return model_id(model), config_sha256(folder), template, weights_sha256(folder)
 
 
 def mlx_config(
@@ -369,6 +371,7 @@ def train(
         ds.contract,
         base_model=model_id(model),
         base_config_sha256=config_sha256(folder),
+        base_weights_sha256=weights_sha256(folder),
         chat_template_sha=chat_template_sha256(tokenizer),
         enable_thinking=has_thinking(tokenizer),
         manifest_sha256=ds.manifest_sha256,
@@ -466,7 +469,7 @@ def train_configs(
     single = len(checked) * len(models) == 1
     out: list[ConfigFile] = []
     for model in models:
-        recorded, config_sha, template_sha = base_identity(model)
+        recorded, config_sha, template_sha, weights_sha = base_identity(model)
         layers = _layer_count(resolve_model_dir(model))
         for ds in checked:
             name = f"{_slug(model)}_{_slug(str(ds.path))}"
@@ -475,6 +478,7 @@ def train_configs(
                 ds.contract,
                 base_model=recorded,
                 base_config_sha256=config_sha,
+                base_weights_sha256=weights_sha,
                 chat_template_sha=template_sha,
                 enable_thinking=None,  # known once mlx-lm loads the tokenizer
                 manifest_sha256=ds.manifest_sha256,

@@ -219,6 +219,23 @@ def test_other_base_model_is_refused(trained_adapter: Path, tmp_path: Path) -> N
         check_adapter(trained_adapter, load_contract("reply"), base_model=other)
 
 
+def test_same_shape_base_with_other_weights_is_refused(
+    tiny_model: Path, trained_adapter: Path, tmp_path: Path
+) -> None:
+    # mlx-lm loads this adapter silently: same config.json, same tokenizer and template.
+    from jarvis.adapter import config_sha256, weights_sha256
+    from jarvis.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    assert config_sha256(other) == config_sha256(tiny_model)
+    assert weights_sha256(other) != weights_sha256(tiny_model)
+    with pytest.raises(ContractMismatchError, match="was trained on other base weights"):
+        ReplyEngine(other, trained_adapter)
+    with pytest.raises(ContractMismatchError, match="was trained on other base weights"):
+        check_adapter(trained_adapter, load_contract("reply"), base_model=other)
+    assert weights_sha256(tmp_path) is None  # no safetensors: nothing to compare
+
+
 def test_check_adapter_passes_for_its_base(tiny_model: Path, trained_adapter: Path) -> None:
     assert check_adapter(trained_adapter, load_contract("reply@1"), base_model=tiny_model) == []
 

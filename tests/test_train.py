@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from jarvis.adapter import chat_template_sha256, check_adapter, read_stamp
+from jarvis.adapter import chat_template_sha256, check_adapter, read_stamp, weights_sha256
 from jarvis.chat import load_tokenizer
 from jarvis.cli import cli
 from jarvis.contract import load_contract
@@ -56,6 +56,7 @@ def test_stamp_and_config(trained_adapter: Path, reply_dataset: Path, tiny_model
     assert stamp["base_model"] == str(tiny_model)
     assert stamp["chat_template_sha256"] == chat_template_sha256(load_tokenizer(tiny_model))
     assert stamp["enable_thinking"] is False
+    assert stamp["base_model_weights_sha256"] == weights_sha256(tiny_model)
     assert config["lora_parameters"] == {"rank": 4, "scale": 20.0, "dropout": 0.0}
     assert config["adapter_path"] == str(trained_adapter)
     assert config["data"] == str(reply_dataset)

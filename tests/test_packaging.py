@@ -35,6 +35,7 @@ def test_wheel_contains_bundled_root_and_works_elsewhere(tmp_path: Path) -> None
         "jarvis/_bundled/contracts.lock",
         "jarvis/_bundled/contracts/reply.yaml",
         "jarvis/_bundled/prompts/reply/v1/user.j2",
+        "jarvis/_bundled/examples/reply/perfect.jsonl",
     ):
         assert name in names
     site = tmp_path / "site"

@@ -181,11 +181,8 @@ def check_stamp(
     contract: Contract,
     *,
     where: str,
-    chat_template_sha: str | None = None,
-    base_config_sha256: str | None = None,
-    base_weights_sha256: str | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Compare a stamp with a contract (and a base model's hashes when given).
+    """Compare a stamp with a contract: name, version and fingerprint.
 
     Returns:
         `(mismatches, warnings)` as messages; both empty when everything matches.
@@ -198,42 +195,58 @@ def check_stamp(
     missing = [k for k in REQUIRED_KEYS if k not in stamp]
     if missing:
         return [f"{where}: malformed jarvis stamp (missing {', '.join(missing)})"], []
-    problems: list[str] = []
     trained = str(stamp.get("ref") or f"{stamp['contract']}@{stamp['version']}")
     if (
         stamp["contract"] != contract.name
         or stamp["version"] != contract.version
         or stamp["fingerprint"] != contract.fingerprint
     ):
-        problems.append(
+        return [
             f"{where} was trained on {trained} (fingerprint {_short(stamp['fingerprint'])}) "
             f"but the contract is {contract.ref} (fingerprint {contract.short_fingerprint})"
-        )
-    recorded_template = stamp["chat_template_sha256"]
-    if (
-        chat_template_sha is not None
-        and recorded_template
-        and recorded_template != chat_template_sha
-    ):
+        ], []
+    return [], []
+
+
+def check_stamp_base(
+    stamp: Mapping[str, Any] | None,
+    *,
+    where: str,
+    chat_template_sha: str | None,
+    base_config_sha256: str | None,
+    base_weights_sha256: str | None,
+) -> list[str]:
+    """Compare a stamp with the base model it is about to be used with.
+
+    A hash given as None, or missing from an older stamp, is not compared.
+
+    Returns:
+        Mismatch messages (chat template, config.json, weights); empty when they match.
+    """
+    if stamp is None:
+        return []
+    problems: list[str] = []
+    recorded_template = stamp.get("chat_template_sha256")
+    if chat_template_sha and recorded_template and recorded_template != chat_template_sha:
         problems.append(
             f"{where} was trained with another chat template "
             f"({_short(recorded_template)}, base has {_short(chat_template_sha)}; "
-            f"trained on base {stamp['base_model']})"
+            f"trained on base {stamp.get('base_model')})"
         )
     recorded = stamp.get("base_model_config_sha256")
-    if base_config_sha256 is not None and recorded and recorded != base_config_sha256:
+    if base_config_sha256 and recorded and recorded != base_config_sha256:
         problems.append(
-            f"{where} was trained on another base model: {stamp['base_model']} "
+            f"{where} was trained on another base model: {stamp.get('base_model')} "
             f"(config {_short(recorded)}, this base has {_short(base_config_sha256)})"
         )
     weights = stamp.get("base_model_weights_sha256")
-    if base_weights_sha256 is not None and weights and weights != base_weights_sha256:
+    if base_weights_sha256 and weights and weights != base_weights_sha256:
         # mlx-lm loads an adapter onto any base of the right shapes; only this catches it.
         problems.append(
-            f"{where} was trained on other base weights: {stamp['base_model']} "
+            f"{where} was trained on other base weights: {stamp.get('base_model')} "
             f"(weights {_short(weights)}, this base has {_short(base_weights_sha256)})"
         )
-    return problems, []
+    return problems
 
 
 def check_adapter(
@@ -271,10 +284,11 @@ def check_adapter(
         template_sha = chat_template_sha256(load_tokenizer(folder))
         config_sha = config_sha256(folder)
         weights_sha = weights_sha256(folder)
-    problems, notes = check_stamp(
+    where = f"adapter {adapter_dir}"
+    problems, notes = check_stamp(stamp, contract, where=where)
+    problems += check_stamp_base(
         stamp,
-        contract,
-        where=f"adapter {adapter_dir}",
+        where=where,
         chat_template_sha=template_sha,
         base_config_sha256=config_sha,
         base_weights_sha256=weights_sha,

@@ -19,6 +19,7 @@ from typing import Any
 from jarvis.adapter import (
     chat_template_sha256,
     check_stamp,
+    check_stamp_base,
     config_sha256,
     emit_warnings,
     raise_or_allow,
@@ -240,15 +241,13 @@ class ReplyEngine:
         self.model, self.tokenizer = _load(self.model_id, self.adapter)
         if self.stamp is not None:
             folder = resolve_model_dir(self.model_id)
-            problems, _ = check_stamp(
+            problems = check_stamp_base(
                 self.stamp,
-                self.contract,
                 where=where,
                 chat_template_sha=chat_template_sha256(self.tokenizer),
                 base_config_sha256=config_sha256(folder) if folder is not None else None,
                 base_weights_sha256=weights_sha256(folder) if folder is not None else None,
             )
-            problems = [p for p in problems if "fingerprint" not in p]  # reported above
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
         emit_warnings(self.warnings, stamped=self.stamp is not None)
         self.enable_thinking = has_thinking(self.tokenizer)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jarvis.errors import ModelError
@@ -121,10 +121,49 @@ def special_tokens(tokenizer: Any) -> tuple[str, ...]:
     return tuple(sorted(t for t in found if t))
 
 
-def token_prefix_divergence(prefix: Iterable[int], full: Sequence[int]) -> int | None:
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Return how many leading tokens `a` and `b` share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def token_prefix_divergence(prefix: Sequence[int], full: Sequence[int]) -> int | None:
     """Return the first index where `prefix` is not a prefix of `full`, or None if it is."""
-    prefix = list(prefix)
-    for i, tok in enumerate(prefix):
-        if i >= len(full) or full[i] != tok:
-            return i
-    return None
+    n = common_prefix_length(prefix, full)
+    return None if n == len(prefix) else n
+
+
+def mlx_row_tokens(
+    tokenizer: Any, row: Mapping[str, Any], *, enable_thinking: bool | None = None
+) -> list[int]:
+    """Tokenize a written training row exactly as mlx-lm's dataset classes will.
+
+    Chat rows go through the chat template, completions rows as `[user, assistant]` (no
+    system message), text rows through `encode` with special tokens plus EOS if missing.
+    """
+    if "messages" in row:
+        messages = row["messages"]
+    elif "prompt" in row and "completion" in row:
+        messages = [
+            {"role": "user", "content": row["prompt"]},
+            {"role": "assistant", "content": row["completion"]},
+        ]
+    else:
+        ids = list(tokenizer.encode(str(row.get("text", ""))))
+        eos = tokenizer.eos_token_id
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids.append(eos)
+        return ids
+    return list(
+        apply_chat_template(
+            tokenizer,
+            messages,
+            add_generation_prompt=False,
+            tokenize=True,
+            enable_thinking=enable_thinking,
+        )
+    )

@@ -232,7 +232,6 @@ class RowRenderer:
         self.format = recipe.format
         self.tokenizer: Any = None
         self.bos = ""
-        self.eos_id: int | None = None
         self.bos_id: int | None = None
         self.thinking = False
         policy = contract.special_token_policy()
@@ -248,7 +247,6 @@ class RowRenderer:
             # itself needs the template's BOS string stripped (SmolLM2's bos is <|im_start|>).
             adds_bos = self.bos_id is not None and self.tokenizer.encode("a")[:1] == [self.bos_id]
             self.bos = (getattr(self.tokenizer, "bos_token", None) or "") if adds_bos else ""
-            self.eos_id = getattr(self.tokenizer, "eos_token_id", None)
         self.policy: SpecialTokenPolicy = policy
         if self.format == "text" and self.tokenizer is None:
             raise InputError("--format text renders through a chat template: pass --tokenizer")
@@ -285,31 +283,17 @@ class RowRenderer:
 
     def tokens(self, messages: list[dict[str, str]], row: bytes) -> tuple[list[int], list[int]]:
         """Return (training row tokens as mlx-lm builds them, runtime prompt tokens)."""
-        from jarvis.chat import apply_chat_template
+        from jarvis.chat import apply_chat_template, mlx_row_tokens
 
-        def template(msgs: list[dict[str, str]], generation: bool) -> list[int]:
-            return list(
-                apply_chat_template(
-                    self.tokenizer,
-                    msgs,
-                    add_generation_prompt=generation,
-                    tokenize=True,
-                    enable_thinking=self.thinking,
-                )
-            )
-
-        tok = self.tokenizer
-        prompt = template(messages[:-1], True)
-        if self.format == "chat":
-            full = template(messages, False)
-        elif self.format == "completions":
-            full = template(messages[1:], False)
-        else:
-            # TextDataset: encode with special tokens, then append EOS unless it ends with it.
-            full = list(tok.encode(orjson.loads(row)["text"]))
-            if self.eos_id is not None and (not full or full[-1] != self.eos_id):
-                full.append(self.eos_id)
-        return list(full), list(prompt)
+        prompt = apply_chat_template(
+            self.tokenizer,
+            messages[:-1],
+            add_generation_prompt=True,
+            tokenize=True,
+            enable_thinking=self.thinking,
+        )
+        full = mlx_row_tokens(self.tokenizer, orjson.loads(row), enable_thinking=self.thinking)
+        return full, list(prompt)
 
     def show(self, ids: Sequence[int]) -> str:
         """Decode a few tokens for an error message."""

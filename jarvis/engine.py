@@ -27,7 +27,7 @@ from jarvis.adapter import (
     resolve_model_dir,
     weights_sha256,
 )
-from jarvis.chat import apply_chat_template, has_thinking, special_tokens
+from jarvis.chat import apply_chat_template, common_prefix_length, has_thinking, special_tokens
 from jarvis.checks import CheckResult, run_checks
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import InputError, JarvisError, ModelError
@@ -106,15 +106,6 @@ class ReplyChunk:
     token: int
     logprobs: Any = field(repr=False)
     reply: Reply | None = None
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -340,7 +331,7 @@ class ReplyEngine:
         cache: list[Any] | None = None
         if use_cache and self._prefix_cache is not None:
             # At least one prompt token must remain for the model to produce logits.
-            cached = min(_common_prefix(self.prefix_tokens, tokens), len(tokens) - 1)
+            cached = min(common_prefix_length(self.prefix_tokens, tokens), len(tokens) - 1)
             trim = len(self.prefix_tokens) - cached
             if cached > 0 and (trim == 0 or can_trim_prompt_cache(self._prefix_cache)):
                 cache = copy.deepcopy(self._prefix_cache)
@@ -432,7 +423,7 @@ class ReplyEngine:
         system = {"role": "system", "content": self.contract.system_prompt}
         a = self._tokens([system, {"role": "user", "content": "a"}])
         b = self._tokens([system, {"role": "user", "content": "b"}])
-        prefix = a[: _common_prefix(a, b)]
+        prefix = a[: common_prefix_length(a, b)]
         if not prefix:
             return
         cache = make_prompt_cache(self.model)

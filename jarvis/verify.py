@@ -342,6 +342,7 @@ def check_token_prefix(
         apply_chat_template,
         has_thinking,
         load_tokenizer,
+        mlx_row_tokens,
         special_tokens,
         token_prefix_divergence,
     )
@@ -362,7 +363,7 @@ def check_token_prefix(
         prompt = apply_chat_template(
             tok, prompt_msgs, add_generation_prompt=True, tokenize=True, enable_thinking=thinking
         )
-        full = _row_tokens(tok, row, thinking)
+        full = mlx_row_tokens(tok, row, enable_thinking=thinking)
         at = token_prefix_divergence(prompt, full)
         if at is not None:
             failures.append(
@@ -383,37 +384,6 @@ def check_token_prefix(
             f"the runtime prompt's tokens are a prefix of all "
             f"{len(items)} rows' tokens ({Path(tokenizer_path).name})",
         )
-
-
-def _row_tokens(tok: Any, row: Mapping[str, Any], thinking: bool) -> list[int]:
-    """Tokenize a written row the way mlx-lm's dataset classes do."""
-    from jarvis.chat import apply_chat_template
-
-    if "messages" in row:
-        return list(
-            apply_chat_template(
-                tok,
-                row["messages"],
-                add_generation_prompt=False,
-                tokenize=True,
-                enable_thinking=thinking,
-            )
-        )
-    if "prompt" in row and "completion" in row:
-        msgs = [
-            {"role": "user", "content": row["prompt"]},
-            {"role": "assistant", "content": row["completion"]},
-        ]
-        return list(
-            apply_chat_template(
-                tok, msgs, add_generation_prompt=False, tokenize=True, enable_thinking=thinking
-            )
-        )
-    # TextDataset: encode with special tokens (BOS), then EOS if missing.
-    ids = list(tok.encode(str(row.get("text", ""))))
-    if tok.eos_token_id is not None and (not ids or ids[-1] != tok.eos_token_id):
-        ids.append(tok.eos_token_id)
-    return ids
 
 
 @dataclass

@@ -54,3 +54,15 @@ def test_tokens_and_special_tokens(tmp_path: Path) -> None:
     assert token_prefix_divergence([*prompt[:-1], -1], full) == len(prompt) - 1
     assert token_prefix_divergence(full + [1], full) == len(full)
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(special_tokens(tok))
+
+
+def test_row_tokens_per_mlx_lm_format(tmp_path: Path) -> None:
+    from jarvis.chat import mlx_row_tokens
+
+    tok = load_tokenizer(make_tokenizer(tmp_path / "tok"))
+    chat = mlx_row_tokens(tok, {"messages": MESSAGES[1:]})
+    completions = mlx_row_tokens(tok, {"prompt": "hi", "completion": "yo"})
+    assert chat == completions  # mlx-lm builds completions rows as [user, assistant]
+    text = mlx_row_tokens(tok, {"text": "hi"})
+    assert text[-1] == tok.eos_token_id and text[:-1] == tok.encode("hi")
+    assert mlx_row_tokens(tok, {"text": "hi<|im_end|>"}).count(tok.eos_token_id) == 1

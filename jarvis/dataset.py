@@ -43,7 +43,7 @@ from jarvis.errors import (
     RecordError,
     TokenizationError,
 )
-from jarvis.files import atomic_dir, sha256_file
+from jarvis.files import atomic_dir, read_jsonl, sha256_file
 from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
 from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record
@@ -999,6 +999,25 @@ def _stored_recipe(recipe: Recipe) -> dict[str, Any]:
 
 def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def read_records(dataset_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Return the entries of a dataset's `records.jsonl`: `{"id", "split", "tag", "record"}`.
+
+    Raises:
+        InputError: the file is missing, or a line is not such an entry (names file:line).
+    """
+    path = Path(dataset_dir) / RECORDS
+    if not path.is_file():
+        raise InputError(f"{path}: missing; re-render the dataset with `jarvis render-dataset`")
+    entries: list[dict[str, Any]] = []
+    for number, raw, item in read_jsonl(path):
+        if not raw.strip():
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("record"), dict):
+            raise InputError(f"{path}:{number}: not a records.jsonl entry")
+        entries.append(item)
+    return entries
 
 
 def load_manifest(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:

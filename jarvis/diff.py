@@ -19,6 +19,7 @@ from typing import Any
 from jarvis.chat import chatml
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import CheckFailedError, ContractError, InputError, JarvisError, LockError
+from jarvis.files import read_jsonl
 
 # Golden sample inputs per schema: enough to exercise every template branch of the bundled
 # contracts (a thread, several senders, exemplars, an optional input, non-ASCII text).
@@ -126,20 +127,9 @@ class Side:
 
 def is_dataset_dir(spec: str) -> bool:
     """True when `spec` names a folder holding a `manifest.json`."""
-    return (Path(spec) / "manifest.json").is_file()
+    from jarvis.dataset import MANIFEST
 
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise InputError(f"{path}:{n}: invalid JSON: {exc}") from exc
-    return out
+    return (Path(spec) / MANIFEST).is_file()
 
 
 def load_dataset_side(
@@ -154,7 +144,8 @@ def load_dataset_side(
         DatasetError: the manifest is missing or malformed.
         InputError: `records.jsonl` is missing or malformed.
     """
-    from jarvis.dataset import load_manifest
+    from jarvis.dataset import load_manifest, read_records
+    from jarvis.splits import SPLITS
 
     path = Path(folder)
     manifest = load_manifest(path)
@@ -166,17 +157,17 @@ def load_dataset_side(
             f"{path.name}: rendered under {info['ref']} {str(info.get('fingerprint'))[:12]}, "
             f"which is now {contract.short_fingerprint}"
         )
-    records_path = path / "records.jsonl"
-    if not records_path.is_file():
-        raise InputError(f"{records_path}: missing (needed to re-render the dataset's inputs)")
-    records = [(str(r["id"]), dict(r["record"])) for r in _read_jsonl(records_path)]
+    records = [(str(r.get("id")), dict(r["record"])) for r in read_records(path)]
     rows: dict[str, list[dict[str, str]]] = {}
-    for split in ("train", "valid", "test"):
+    for split in SPLITS:
         split_path = path / f"{split}.jsonl"
-        if split_path.is_file():
-            for row in _read_jsonl(split_path):
-                if "messages" in row and "id" in row:
-                    rows.setdefault(str(row["id"]), row["messages"])
+        if not split_path.is_file():
+            continue
+        for number, raw, row in read_jsonl(split_path):
+            if row is None and raw.strip():
+                raise InputError(f"{split_path}:{number}: invalid JSON")
+            if isinstance(row, dict) and "messages" in row and "id" in row:
+                rows.setdefault(str(row["id"]), row["messages"])
     return Side(label or str(path), contract, records, rows, note)
 
 
@@ -185,7 +176,7 @@ def load_side(spec: str, *, root: str | None = None) -> Side:
     if is_dataset_dir(spec):
         return load_dataset_side(spec, root=root, label=spec.rstrip("/") or spec)
     if Path(spec).is_dir():
-        raise InputError(f"{spec}: a folder without manifest.json is not a dataset")
+        raise InputError(f"{spec}: a folder without a manifest.json is not a dataset")
     try:
         return Side(spec, load_contract(spec, root=root))
     except LockError as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jarvis.contract import Contract, load_contract
-from jarvis.errors import DatasetError, InputError
+from jarvis.errors import DatasetError
 from jarvis.files import atomic_dir
 
 REPORT_JSON = "report.json"
@@ -77,21 +77,14 @@ def load_split(
         DatasetError: no manifest, or the split has no records.
         InputError: `records.jsonl` is missing or malformed.
     """
-    from jarvis.dataset import load_manifest
+    from jarvis.dataset import load_manifest, read_records
 
     manifest = load_manifest(folder)
-    path = folder / "records.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: missing; re-render the dataset with `jarvis render-dataset`")
-    out: list[tuple[str, str, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            try:
-                item = json.loads(line)
-            except ValueError as exc:
-                raise InputError(f"{path}:{n}: invalid JSON: {exc}") from exc
-            if item.get("split") == split:
-                out.append((str(item["id"]), str(item.get("tag", "default")), item["record"]))
+    out = [
+        (str(item.get("id")), str(item.get("tag", "default")), item["record"])
+        for item in read_records(folder)
+        if item.get("split") == split
+    ]
     if not out:
         raise DatasetError(f"{folder}: the {split} split has no records to evaluate")
     return manifest, out[:limit] if limit else out

@@ -1,14 +1,16 @@
-"""Atomic file and folder writes: temp + rename, so an interrupted run keeps the old output."""
+"""Files: atomic writes (temp + rename, so an interrupted run keeps the old output), JSONL."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from jarvis.errors import OutputExistsError
 
@@ -63,6 +65,17 @@ def atomic_dir(dest: Path, *, force: bool = False) -> Iterator[Path]:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
+    """Yield `(line number, raw line, parsed value or None when invalid JSON)` per line."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                parsed = json.loads(raw)
+            except ValueError:
+                parsed = None
+            yield number, raw, parsed
 
 
 def sha256_file(path: Path) -> str:

@@ -19,10 +19,10 @@ from typing import Any
 
 from jarvis.audit import AuditReport, Format, audit_chat_template, load_chat_template
 from jarvis.contract import Contract, load_contract, read_lock
+from jarvis.dataset import MANIFEST, RECORDS, Recipe, RowRenderer, load_manifest
 from jarvis.errors import CheckFailedError, JarvisError, LockError
-from jarvis.files import sha256_file
-
-SPLITS = ("train", "valid", "test")
+from jarvis.files import read_jsonl, sha256_file
+from jarvis.splits import SPLITS
 
 
 @dataclass(frozen=True)
@@ -113,19 +113,6 @@ class VerifyResult:
 
 
 # -- dataset checks --------------------------------------------------------------------------
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, str, Any]]:
-    """Return `(line number, raw line, parsed or None)` for every line of a JSONL file."""
-    out: list[tuple[int, str, Any]] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        for n, raw in enumerate(fh, 1):
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            out.append((n, raw, parsed))
-    return out
 
 
 def _version_key(key: str, version: int) -> str:
@@ -304,7 +291,7 @@ def check_adapter_stamp(
             f"the adapter was trained under fingerprint "
             f"{str(stamp.get('fingerprint'))[:12]}, the dataset has {recorded[:12]}"
         )
-    manifest_sha = sha256_file(folder / "manifest.json")
+    manifest_sha = sha256_file(folder / MANIFEST)
     stamped = stamp.get("dataset_manifest_sha256")
     if stamped != manifest_sha:
         problems.append(
@@ -406,12 +393,12 @@ class _Data:
 
 def _load_data(folder: Path) -> _Data | str:
     """Read records.jsonl and the split files; a string explains why that was impossible."""
-    records = folder / "records.jsonl"
+    records = folder / RECORDS
     if not records.is_file():
         return "records.jsonl is missing, so rows cannot be re-rendered"
     entries: dict[str, _Entry] = {}
     bad: list[str] = []
-    for n, _raw, item in _read_jsonl(records):
+    for n, _raw, item in read_jsonl(records):
         if not isinstance(item, dict) or not isinstance(item.get("record"), dict):
             bad.append(f"records.jsonl:{n}")
             continue
@@ -422,7 +409,7 @@ def _load_data(folder: Path) -> _Data | str:
         path = folder / f"{split}.jsonl"
         if not path.is_file():
             continue
-        for n, raw, row in _read_jsonl(path):
+        for n, raw, row in read_jsonl(path):
             where = f"{split}.jsonl:{n}"
             if not isinstance(row, dict):
                 bad.append(where)
@@ -442,10 +429,8 @@ def _sample(entries: Sequence[_Entry], sample: int | None) -> list[_Entry]:
     return random.Random(0).sample(list(entries), sample)
 
 
-def _renderer(contract: Contract, manifest: Mapping[str, Any]) -> Any:
+def _renderer(contract: Contract, manifest: Mapping[str, Any]) -> RowRenderer:
     """The dataset module's row renderer, configured by the manifest's recipe."""
-    from jarvis.dataset import Recipe, RowRenderer
-
     recipe = Recipe.model_validate(manifest["recipe"])
     return RowRenderer(contract, recipe)
 
@@ -585,8 +570,6 @@ def verify_dataset(
     Returns:
         The `VerifyResult`; `ok` is False when any check failed.
     """
-    from jarvis.dataset import load_manifest
-
     path = Path(folder)
     result = result or VerifyResult()
     result.dataset = str(path)
@@ -652,8 +635,6 @@ def run_verify(
             result=result,
         )
         if chat_template is not None and contract is None:
-            from jarvis.dataset import load_manifest
-
             try:
                 manifest = load_manifest(Path(dataset))
             except JarvisError:

@@ -525,3 +525,18 @@ def test_worker_processes_report_the_first_error_in_input_order(tmp_path: Path) 
     assert messages[0] == messages[1]
     assert messages[0].startswith(f"{a}:1201: row has ")
     assert not (tmp_path / "o").exists()
+
+
+def test_read_records_names_a_bad_line(tmp_path: Path) -> None:
+    from jarvis.dataset import read_records
+
+    a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(100)])
+    render_dataset(recipe(a), tmp_path / "out")
+    entries = read_records(tmp_path / "out")
+    assert len(entries) == 100 and {e["split"] for e in entries} == {"train", "valid", "test"}
+    with (tmp_path / "out" / "records.jsonl").open("a") as fh:
+        fh.write('{"id": "x"}\n')
+    with pytest.raises(InputError, match=r"records\.jsonl:101: not a records\.jsonl entry$"):
+        read_records(tmp_path / "out")
+    with pytest.raises(InputError, match="records.jsonl: missing; re-render"):
+        read_records(tmp_path)

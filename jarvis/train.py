@@ -9,7 +9,6 @@ the adapter atomically with a `jarvis` stamp in `adapter_config.json`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -133,10 +132,8 @@ def load_dataset(
     """
     folder = Path(dataset).absolute()
     manifest = load_manifest(folder)
-    info = manifest.get("contract")
-    if not isinstance(info, dict) or "fingerprint" not in info:
-        raise DatasetError(f"{folder / MANIFEST}: malformed manifest (no contract fingerprint)")
-    ref = str(info.get("ref") or f"{info.get('name')}@{info.get('version')}")
+    info = manifest["contract"]  # load_manifest checked its name, version and fingerprint
+    ref = str(info.get("ref") or f"{info['name']}@{info['version']}")
     expected = load_contract(contract if contract is not None else ref, root=root)
     if expected.ref != ref or expected.fingerprint != info["fingerprint"]:
         raise ContractMismatchError(
@@ -157,8 +154,7 @@ def load_dataset(
                 f"{path}: changed since it was rendered (sha256 differs from the manifest)"
             )
         rows[name] = int(entry.get("rows", 0)) if isinstance(entry, dict) else 0
-    digest = hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
-    return Dataset(folder, manifest, digest, expected, rows)
+    return Dataset(folder, manifest, sha256_file(folder / MANIFEST), expected, rows)
 
 
 def check_trainable(ds: Dataset, options: TrainOptions) -> None:

@@ -540,3 +540,18 @@ def test_read_records_names_a_bad_line(tmp_path: Path) -> None:
         read_records(tmp_path / "out")
     with pytest.raises(InputError, match="records.jsonl: missing; re-render"):
         read_records(tmp_path)
+
+
+def test_default_jobs_follow_input_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jarvis.dataset import _PARALLEL_BYTES, _jobs
+    from jarvis.inputs import InputSpec
+
+    small = tmp_path / "small.jsonl"
+    small.write_bytes(b"x" * 100)
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"x" * _PARALLEL_BYTES)
+    spec = InputSpec.parse(str(small))
+    monkeypatch.setattr("os.cpu_count", lambda: 12)
+    assert _jobs(None, [(spec, small)]) == 1  # workers cost a second to start
+    assert _jobs(None, [(spec, small), (spec, big)]) == 8  # one per CPU, at most 8
+    assert _jobs(3, [(spec, small)]) == 3 and _jobs(0, [(spec, big)]) == 1

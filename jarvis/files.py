@@ -80,8 +80,15 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
 
 def sha256_file(path: Path) -> str:
     """Return the hex sha256 of a file's bytes."""
+    return sha256_and_lines(path)[0]
+
+
+def sha256_and_lines(path: Path) -> tuple[str, int]:
+    """Return a file's hex sha256 and its number of newline characters, in one read."""
     digest = hashlib.sha256()
+    lines = 0
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+            lines += block.count(b"\n")
+    return digest.hexdigest(), lines

@@ -21,7 +21,7 @@ from jarvis.audit import AuditReport, Format, audit_chat_template, load_chat_tem
 from jarvis.contract import Contract, load_contract, read_lock
 from jarvis.dataset import MANIFEST, RECORDS, Recipe, RowRenderer, load_manifest
 from jarvis.errors import CheckFailedError, JarvisError, LockError
-from jarvis.files import read_jsonl, sha256_file
+from jarvis.files import read_jsonl, sha256_and_lines, sha256_file
 from jarvis.splits import SPLITS
 
 
@@ -237,17 +237,14 @@ def check_files(result: VerifyResult, folder: Path, manifest: Mapping[str, Any])
         if not path.is_file():
             problems.append(f"{name} is missing")
             continue
-        digest = sha256_file(path)
+        digest, count = sha256_and_lines(path)  # every row ends in "\n": lines == rows
         if digest != meta.get("sha256"):
             problems.append(
                 f"{name} sha256 {digest[:12]} != manifest {str(meta.get('sha256'))[:12]}"
             )
         rows = meta.get("rows")
-        if rows is not None:
-            with path.open("rb") as fh:
-                count = sum(1 for _ in fh)
-            if count != rows:
-                problems.append(f"{name} has {count} rows, manifest says {rows}")
+        if rows is not None and count != rows:
+            problems.append(f"{name} has {count} rows, manifest says {rows}")
     for split in SPLITS:
         name = f"{split}.jsonl"
         if (folder / name).is_file() and name not in files:

@@ -153,6 +153,16 @@ def test_tampered_row_fails_sha_and_rows(copy: tuple[Path, Path]) -> None:
     assert any(ln.startswith("FAIL rows: ") and "train.jsonl:1 differs" in ln for ln in lines)
 
 
+def test_dropped_row_fails_the_row_count(copy: tuple[Path, Path]) -> None:
+    root, ds = copy
+    train = ds / "train.jsonl"
+    train.write_text("".join(train.read_text().splitlines(keepends=True)[1:]))
+    code, lines, _ = verify(root, str(ds))
+    assert code == 1
+    files = next(ln for ln in lines if ln.startswith("FAIL files: "))
+    assert files.endswith("train.jsonl has 11 rows, manifest says 12")
+
+
 def test_tampered_manifest(copy: tuple[Path, Path]) -> None:
     root, ds = copy
     manifest = json.loads((ds / "manifest.json").read_text())

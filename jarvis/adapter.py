@@ -313,13 +313,3 @@ def emit_warnings(messages: list[str], *, stamped: bool) -> None:
     category = AdapterMismatchWarning if stamped else UnstampedAdapterWarning
     for message in messages:
         warnings.warn(message, category, stacklevel=3)
-
-
-def write_stamp(adapter_dir: Path, stamp: Mapping[str, Any]) -> None:
-    """Add (or replace) the `jarvis` block in an adapter's config, atomically."""
-    from jarvis.files import atomic_write_text
-
-    path = adapter_dir / CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config[BLOCK] = dict(stamp)
-    atomic_write_text(path, json.dumps(config, indent=4, sort_keys=True) + "\n")

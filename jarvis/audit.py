@@ -30,8 +30,6 @@ from jarvis.errors import ContractError, ModelError
 
 Severity = Literal["ok", "note", "warning", "error"]
 Format = Literal["chat", "text"]
-SEVERITIES: tuple[Severity, ...] = ("ok", "note", "warning", "error")
-
 # Two fixed, distinct "today"s: a template whose output changes between them depends on the date.
 DAY_ONE = datetime(2024, 1, 15, 9, 30)
 DAY_TWO = datetime(2025, 6, 30, 18, 45)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from array import array
 from collections.abc import Sequence
 
 from jarvis.errors import InputError
@@ -100,8 +99,3 @@ def assign(
                 out[unit] = TEST
                 got_test += sizes[unit]
     return out
-
-
-def empty_keys() -> array[int]:
-    """Return an empty array of 64-bit keys."""
-    return array("Q")

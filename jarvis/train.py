@@ -17,7 +17,7 @@ import re
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -483,8 +483,3 @@ def train_configs(
             config = mlx_config(ds, recorded, dest, options, stamp, layers=layers)
             out.append(ConfigFile(name, recorded, ds.path, Path(config["adapter_path"]), config))
     return out
-
-
-def options_dict(options: TrainOptions) -> dict[str, Any]:
-    """Return the options as a plain dict (for `--json` and the demo)."""
-    return asdict(options)

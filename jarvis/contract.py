@@ -239,19 +239,11 @@ class Contract:
         except ValidationError as exc:
             raise _record_error(exc) from exc
 
-    def context(
-        self, record: Record, *, policy: SpecialTokenPolicy | None = None
-    ) -> dict[str, Any]:
-        """Return the template variables for a validated record (policy applied)."""
-        data = record.model_dump(include=set(self.rendered_fields))
-        data = (policy or self._policy).apply(data)
-        return {**self.spec.parameters, **data}
-
-    def render_user(self, context: Mapping[str, Any]) -> str:
+    def _render_user(self, context: Mapping[str, Any]) -> str:
         """Render the user message content."""
         return render_template(self._templates["user"], context, where=self.spec.templates.user)
 
-    def render_target(self, context: Mapping[str, Any]) -> str:
+    def _render_target(self, context: Mapping[str, Any]) -> str:
         """Render the assistant target.
 
         Raises:
@@ -287,10 +279,10 @@ class Contract:
         context = {**self.spec.parameters, **data}
         out = [
             {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": self.render_user(context)},
+            {"role": "user", "content": self._render_user(context)},
         ]
         if with_target:
-            out.append({"role": "assistant", "content": self.render_target(context)})
+            out.append({"role": "assistant", "content": self._render_target(context)})
         if policy.mode == "refuse":
             # Scanning the rendered text is one regex per message instead of a walk over every
             # value; the walk runs only to name the field once something was found.

@@ -333,10 +333,10 @@ def run_eval(
     limit_tokens = max_tokens or contract.spec.generation.max_tokens
     items = []
     for rid, tag, record in records:
-        model_in = contract.validate(record)
-        context = contract.context(model_in)
-        target = contract.render_target(context) if record.get(contract.target_field) else ""
-        items.append(Item(rid, tag, contract.render_user(context), target))
+        has_target = record.get(contract.target_field) is not None
+        rendered = contract.messages(contract.validate(record), with_target=has_target)
+        target = rendered[2]["content"] if has_target else ""
+        items.append(Item(rid, tag, rendered[1]["content"], target))
     for label, path in runs:
         engine = ReplyEngine(
             model, path, contract=contract, allow_mismatch=allow_mismatch, root=root

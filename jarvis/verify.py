@@ -498,7 +498,8 @@ def check_composition(
         counts[split][entry.tag] = counts[split].get(entry.tag, 0) + len(entry.rows)
         if split == "train" and contract.spec.checks:
             try:
-                target = contract.render_target(contract.context(contract.validate(entry.record)))
+                model = contract.validate(entry.record)
+                target = contract.messages(model, with_target=True)[-1]["content"]
             except JarvisError:
                 continue
             if all(r.passed for r in run_checks(target, contract.spec.checks)):

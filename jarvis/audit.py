@@ -552,24 +552,22 @@ class _Auditor:
             {"role": "assistant", "content": probe + self.multi[2]["content"]},
             *self.multi[3:],
         ]
-        if PROBE_REASONING not in self.render(earlier, False, enable_thinking=thinking):
-            found = True
-            self.add(
-                "reasoning",
-                "note",
-                "reasoning (<think>…</think>) is stripped from earlier "
-                "assistant turns; both sides strip it, and jarvis contracts have no earlier "
-                "assistant turns",
-            )
         last = [*self.single[:-1], {"role": "assistant", "content": probe + target}]
-        if PROBE_REASONING not in self.render(last, False, enable_thinking=thinking):
-            found = True
-            self.add(
-                "reasoning",
-                "note",
-                "reasoning (<think>…</think>) in the final assistant "
-                "turn is stripped too: a training target's reasoning would never be trained",
-            )
+        for conversation, message in (
+            (
+                earlier,
+                "reasoning (<think>…</think>) is stripped from earlier assistant turns; both "
+                "sides strip it, and jarvis contracts have no earlier assistant turns",
+            ),
+            (
+                last,
+                "reasoning (<think>…</think>) in the final assistant turn is stripped too: a "
+                "training target's reasoning would never be trained",
+            ),
+        ):
+            if PROBE_REASONING not in self.render(conversation, False, enable_thinking=thinking):
+                found = True
+                self.add("reasoning", "note", message)
         if not found:
             self.add("reasoning", "ok", "no reasoning block is added or stripped")
 

@@ -19,8 +19,20 @@ from jarvis.errors import EXIT_CODES, JarvisError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 class JarvisGroup(click.Group):
-    """A click group that maps every `JarvisError` to its exit code, in one place."""
+    """A click group that maps every `JarvisError` to its exit code, in one place.
+
+    Ctrl-C exits 130 and SIGTERM 143 (128 + the signal), after the `finally` blocks below
+    have removed temp folders and stopped worker processes; never a traceback.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -28,6 +40,12 @@ class JarvisGroup(click.Group):
         except JarvisError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted (Ctrl-C); temp files removed", err=True)
+            ctx.exit(130)
+        except Terminated:
+            click.echo("error: terminated (SIGTERM); temp files removed", err=True)
+            ctx.exit(143)
 
 
 def root_option(fn: F) -> F:
@@ -90,6 +108,9 @@ def cli() -> None:
 
 def main() -> None:
     """Console-script entry point."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="jarvis")
 
 

@@ -43,7 +43,8 @@ from jarvis.errors import (
     RecordError,
     TokenizationError,
 )
-from jarvis.files import atomic_dir, read_jsonl, sha256_file
+from jarvis.files import read_jsonl, sha256_file
+from jarvis.outdir import atomic_dir
 from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
 from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record
@@ -418,8 +419,33 @@ _WORK: _RecordWork | None = None
 _CHUNK = 512
 
 
+def _exit_with_parent() -> None:
+    """Exit this worker as soon as the process that started it dies (even by SIGKILL).
+
+    A pool worker blocks on its task pipe, which every worker holds both ends of: without
+    this, a killed parent leaves the workers, the forkserver and the resource tracker alive.
+    """
+    import signal
+    import threading
+    from multiprocessing.connection import wait
+
+    # Ctrl-C reaches the whole process group: the parent handles it and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        wait([sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jarvis-parent-watch", daemon=True).start()
+
+
 def _init_worker(recipe: Recipe, root: str) -> None:
     global _WORK
+    _exit_with_parent()
     contract = load_contract(recipe.contract, root=root)
     _WORK = _RecordWork(contract, RowRenderer(contract, recipe))
 
@@ -876,7 +902,9 @@ def render_dataset(
     contract = load_contract(recipe.contract, root=root)
     files = _collect_files(recipe)
     renderer = RowRenderer(contract, recipe)
-    with atomic_dir(Path(out), force=force) as tmp:
+    data = [s.path for s in recipe.input_specs()]
+    reads = [contract.root, *([recipe.tokenizer] if recipe.tokenizer is not None else [])]
+    with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
         # mkdtemp makes the folder 0700; a dataset folder gets the user's usual permissions.
         umask = os.umask(0)
         os.umask(umask)

@@ -94,9 +94,23 @@ class ModelError(JarvisError):
 
 
 class OutputExistsError(JarvisError):
-    """The output path exists and `--force` was not given."""
+    """The output path exists and `--force` was not given, or another jarvis run is writing it."""
 
     exit_code = 12
+
+
+class OutputRefusedError(OutputExistsError):
+    """The output is not jarvis's to replace: not written by jarvis, or it is (or holds) an input."""
+
+
+class OutputWriteError(JarvisError):
+    """The output could not be written (permissions, a full disk); the previous one is intact."""
+
+    exit_code = 13
+
+
+class PromptTooLongError(TokenizationError):
+    """A runtime prompt does not fit the model's context with room for `max_tokens`."""
 
 
 # The one table the CLI and the README share: exit code -> meaning.
@@ -108,10 +122,13 @@ EXIT_CODES: dict[int, str] = {
     4: "contract content does not match contracts.lock",
     5: "input data malformed (file:line: field: reason)",
     6: "dataset not trainable (empty, too small, below a composition threshold)",
-    7: "token length or prefix check failed",
+    7: "token length or prefix check failed, or a prompt longer than the model's context",
     8: "adapter does not match the contract, dataset or base model",
     9: "reply failed an output check (--strict)",
     10: "training failed (NaN loss or mlx-lm error)",
     11: "model, tokenizer or adapter could not be loaded",
-    12: "output exists (use --force)",
+    12: "output exists (use --force), is not jarvis's to replace, or is being written",
+    13: "output could not be written (permissions, disk full); the previous one is intact",
+    130: "interrupted (Ctrl-C, SIGINT), after cleaning up",
+    143: "terminated (SIGTERM), after cleaning up",
 }

@@ -20,7 +20,7 @@ from typing import Any
 
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import DatasetError
-from jarvis.files import atomic_dir
+from jarvis.outdir import atomic_dir, check_output
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -320,10 +320,8 @@ def run_eval(
     out = Path(out)
     manifest, records = load_split(folder, split, limit)
     contract = load_contract(str(manifest["contract"]["ref"]), root=root)
-    if out.exists() and not force:
-        from jarvis.errors import OutputExistsError
-
-        raise OutputExistsError(f"{out} exists; pass --force to replace it")
+    reads = [folder, model, contract.root, *([adapter] if adapter is not None else [])]
+    check_output(out, kind="eval-report", force=force, inputs=reads)
     runs: list[tuple[str, str | None]] = []
     if adapter is None or baseline:
         runs.append(("base", None))
@@ -385,7 +383,7 @@ def run_eval(
         }
     notes: list[str] = []
     chart: Path | None = None
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, kind="eval-report", force=force, inputs=reads) as tmp:
         why = write_chart(data, tmp / CHART)
         if why is None:
             chart = out / CHART

@@ -1,4 +1,7 @@
-"""Files: atomic writes (temp + rename, so an interrupted run keeps the old output), JSONL."""
+"""Files: atomic file writes (temp + rename, so an interrupted run keeps the old file), JSONL.
+
+Whole output folders are written by `jarvis.outdir.atomic_dir`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,10 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from jarvis.errors import OutputExistsError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -34,37 +34,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 `text` (LF line ends, as given) atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path, *, force: bool = False) -> Iterator[Path]:
-    """Yield a temp folder beside `dest`; on success it replaces `dest` in one rename.
-
-    On any error (or a kill) the temp folder is left or removed, never `dest`: a previous
-    good output stays intact and no half-written `dest` appears.
-
-    Raises:
-        OutputExistsError: `dest` exists and `force` is false.
-    """
-    dest = dest.absolute()
-    if dest.exists() and not force:
-        raise OutputExistsError(f"{dest} exists; pass --force to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old: Path | None = None
-    if dest.exists():
-        # Move the old output aside first so the swap is two renames, never a copy.
-        old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-        os.rmdir(old)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:

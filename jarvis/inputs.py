@@ -80,7 +80,14 @@ def expand(spec: InputSpec) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_data_file(p))
+        # Hidden files and folders (`.git/`, a killed run's `.out.*.partial/`) are never inputs.
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.is_file()
+            and _is_data_file(p)
+        )
         if not files:
             raise DatasetError(
                 f"{spec.path}: folder has no input files ({', '.join(SUFFIXES)}); "

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jarvis.files import atomic_dir
+from jarvis.outdir import atomic_dir
 
 # ChatML as Qwen writes it (no tools): the format every bundled contract is tested against.
 CHATML_TEMPLATE = (
@@ -136,7 +136,7 @@ def build_tiny_model(
     from transformers import PreTrainedTokenizerFast
 
     dest = Path(out).absolute()
-    with atomic_dir(dest, force=force) as tmp:
+    with atomic_dir(dest, kind="model", force=force) as tmp:
         raw = _train_tokenizer(vocab_size)
         tokenizer: Any = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
             tokenizer_object=raw,

@@ -42,7 +42,8 @@ from jarvis.errors import (
     TokenizationError,
     TrainingError,
 )
-from jarvis.files import atomic_dir, atomic_write_text, sha256_file
+from jarvis.files import atomic_write_text, sha256_file
+from jarvis.outdir import atomic_dir, check_output
 
 FineTuneType = Literal["lora", "dora", "full"]
 Progress = Callable[[str], None]
@@ -343,11 +344,8 @@ def train(
     folder = resolve_model_dir(model)
     if folder is None:
         raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
-    dest = Path(adapter_path).absolute()
-    if dest.exists() and not force:
-        from jarvis.errors import OutputExistsError
-
-        raise OutputExistsError(f"{dest} exists; pass --force to replace it")
+    reads = [ds.path, folder, ds.contract.root]
+    dest = check_output(adapter_path, kind="adapter", force=force, inputs=reads)
 
     start = time.perf_counter()
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -375,7 +373,7 @@ def train(
     )
     monitor = _Monitor(progress)
     log = io.StringIO()
-    with atomic_dir(dest, force=force) as tmp:
+    with atomic_dir(dest, kind="adapter", force=force, inputs=reads) as tmp:
         config = mlx_config(ds, model, tmp, options, stamp, layers=len(base.layers))
         args = types.SimpleNamespace(**{**lora.CONFIG_DEFAULTS, **config})
         try:

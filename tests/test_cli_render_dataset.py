@@ -134,31 +134,121 @@ def test_cli_does_not_import_mlx(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "train.jsonl").is_file()
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-def test_sigkill_leaves_the_previous_output_intact(tmp_path: Path) -> None:
+def _tagged(tag: str) -> list[int]:
+    """Pids of live processes whose environment carries `tag` (a run's workers inherit it)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if tag.encode() in (proc / "environ").read_bytes():
+                status = (proc / "status").read_text()
+                if "State:\tZ" not in status:
+                    pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _start_big_render(tmp_path: Path, out: Path, tag: str) -> subprocess.Popen[bytes]:
+    big = tmp_path / "big.jsonl"
+    if not big.exists():
+        big.write_text(records(60_000))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
+         "--input", str(big), "--out", str(out), "--force", "-q", "--jobs", "2"],
+        env={**_subprocess_env(), "JARVIS_TEST_RUN": tag},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    # Wait until it is writing its temp folder and its workers are up (mid-run).
+    while time.monotonic() < deadline:
+        if list(tmp_path.glob(f".{out.name}.*.partial")) and len(_tagged(tag)) >= 3:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    return proc
+
+
+def _wait_gone(tag: str, seconds: float = 15) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _tagged(tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _tagged(tag)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_leaves_the_previous_output_intact_and_no_process(tmp_path: Path) -> None:
     small = tmp_path / "small.jsonl"
     small.write_text(records(100))
     out = tmp_path / "o"
     assert run("--contract", "reply@1", "--input", str(small), "--out", str(out), "-q")[0] == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    big = tmp_path / "big.jsonl"
-    big.write_text(records(60_000))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
-         "--input", str(big), "--out", str(out), "--force", "-q"],
-        env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    # Kill it once it is writing its temp folder (mid-run), not before it started.
-    while not list(tmp_path.glob(".o.*.partial")) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    tag = f"sigkill-{os.getpid()}-{time.monotonic_ns()}"
+    proc = _start_big_render(tmp_path, out, tag)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -9 and b"Traceback" not in err
+    # Workers, the forkserver and the resource tracker notice the parent's death and exit.
+    assert _wait_gone(tag) == []
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
         "big.jsonl",
         "o",
         "small.jsonl",
     ]
+    assert list(tmp_path.glob(".o.*.partial"))  # the killed run's partial...
+    code, _, err = run("--contract", "reply@1", "--input", str(small), "--out", str(out), "-q")
+    assert code == 12 and "exists; pass --force" in err
+    assert not list(tmp_path.glob(".o.*.partial"))  # ...is removed by the next run
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_clean_up(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    out = tmp_path / "o"
+    tag = f"sig{int(sig)}-{os.getpid()}-{time.monotonic_ns()}"
+    proc = _start_big_render(tmp_path, out, tag)
+    proc.send_signal(sig)
+    _, raw = proc.communicate(timeout=30)
+    err = raw.decode()
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and err.startswith("error: "), err
+    assert _wait_gone(tag) == []
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.lock", "big.jsonl"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_concurrent_writers_of_one_out_exactly_one_wins(tmp_path: Path) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_text(records(100))
+    out = tmp_path / "o"
+    tag = f"race-{os.getpid()}-{time.monotonic_ns()}"
+    first = _start_big_render(tmp_path, out, tag)
+    code, _, err = run("--contract", "reply@1", "--input", str(small), "--out", str(out), "--force")
+    assert code == 12
+    assert err == f"error: {out}: another jarvis process is writing it; try again later\n"
+    _, raw = first.communicate(timeout=120)
+    assert first.returncode == 0, raw.decode()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["records"]["read"] == 60_000  # the first writer's output, whole
+
+
+def test_force_never_replaces_an_input_or_a_project_folder(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.jsonl").write_text(records(50))
+    code, _, err = run("--contract", "reply@1", "--input", str(raw), "--out", str(raw), "--force")
+    assert code == 12
+    assert err == f"error: {raw}: refusing to write the dataset there: it is the input {raw}\n"
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "app.py").write_text("print('hi')\n")
+    code, _, err = run(
+        "--contract", "reply@1", "--input", str(raw / "a.jsonl"), "--out", str(project), "--force"
+    )
+    assert code == 12 and "has no .jarvis-output.json" in err
+    assert (raw / "a.jsonl").read_text() == records(50)
+    assert [p.name for p in project.iterdir()] == ["app.py"]

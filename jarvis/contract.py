@@ -30,13 +30,14 @@ from jarvis.errors import (
     SpecialTokenError,
     TemplateVariableError,
 )
+from jarvis.files import load_yaml
 from jarvis.render import (
     RENDERER_OPTIONS,
     SpecialTokenPolicy,
     make_environment,
     render_template,
 )
-from jarvis.schemas import Record, resolve_schema
+from jarvis.schemas import Record, read_schema_source, resolve_schema
 
 ENV_ROOT = "JARVIS_ROOT"
 LOCK_FILE = "contracts.lock"
@@ -132,7 +133,7 @@ def read_spec(root: Path, name: str) -> ContractSpec:
         known = ", ".join(list_contract_names(root)) or "none"
         raise ContractNotFoundError(f"no contract {name!r} in {root} (known: {known})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: invalid YAML: {exc}") from exc
     try:
@@ -338,7 +339,22 @@ def _build(
     version_dir = f"v{version}"
     if not (folder / version_dir).is_dir():
         raise ContractNotFoundError(f"{name}@{version}: missing folder {folder / version_dir}")
-    schema = resolve_schema(spec.schema_name)
+    ref = f"{name}@{version}"
+    source = read_schema_source(spec.schema_name, root)
+    lock = read_lock(root)
+    entry = lock.get(ref)
+    source_part = None
+    if source is not None:
+        source_part = (f"schema-source:{source.file}", _sha(source.source))
+        locked_source = entry["parts"].get(source_part[0]) if entry is not None else None
+        if entry is not None and locked_source != source_part[1]:
+            # Checked before the module runs: a locked contract never runs changed code.
+            raise LockError(
+                f"{ref}: the schema module {source.file} is not the one locked in {LOCK_FILE} "
+                f"({'changed' if locked_source else 'not locked'}); it was not run. A locked "
+                "version is immutable: copy it to a new version and run `jarvis contract lock`"
+            )
+    schema = resolve_schema(spec.schema_name, source)
     env = make_environment(folder)
     params = set(spec.parameters)
     meta = schema.METADATA_FIELDS
@@ -393,11 +409,11 @@ def _build(
         f"schema:{schema.__name__}": _sha(_canonical(schema.model_json_schema())),
         "renderer": _sha(_canonical({**RENDERER_OPTIONS, "control_strings": policy.tokens})),
     }
+    if source_part is not None:
+        parts[source_part[0]] = source_part[1]
     for rel in sorted(files):
         parts[f"prompts/{name}/{rel}"] = _sha((folder / rel).read_bytes())
     fingerprint = _sha(_canonical(parts))
-    lock = read_lock(root)
-    entry = lock.get(f"{name}@{version}")
     if enforce_lock and entry is not None and entry["fingerprint"] != fingerprint:
         raise LockError(lock_mismatch_message(f"{name}@{version}", entry, parts))
     contract = Contract(
@@ -425,21 +441,42 @@ def _build(
 def read_lock(root: Path) -> dict[str, dict[str, Any]]:
     """Return `contracts.lock` as `{ref: {"fingerprint": ..., "parts": {...}}}` ({} if absent).
 
+    Every entry is checked: its shape, and that its fingerprint is the hash of its parts, so
+    an edited part hash in the lock is caught rather than trusted.
+
     Raises:
-        LockError: the lock file is not valid JSON of that shape.
+        LockError: the lock file is not valid JSON of that shape, or an entry is inconsistent.
     """
     path = root / LOCK_FILE
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or not all(
-            isinstance(v, dict) and "fingerprint" in v for v in data.values()
-        ):
-            raise ValueError("expected {ref: {fingerprint, parts}}")
-    except ValueError as exc:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         raise LockError(f"{path}: unreadable lock file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise LockError(f"{path}: unreadable lock file: expected {{ref: {{fingerprint, parts}}}}")
+    for ref, entry in data.items():
+        where = f"{path}: {ref}"
+        if not isinstance(entry, dict) or set(entry) != {"fingerprint", "parts"}:
+            raise LockError(f"{where}: an entry is exactly {{fingerprint, parts}}")
+        fingerprint, parts = entry["fingerprint"], entry["parts"]
+        if not isinstance(fingerprint, str) or not _HEX64.fullmatch(fingerprint):
+            raise LockError(f"{where}: fingerprint: expected 64 hex digits")
+        if not isinstance(parts, dict) or not parts:
+            raise LockError(f"{where}: parts: expected a mapping of part name to sha256")
+        for name, digest in parts.items():
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+                raise LockError(f"{where}: parts.{name}: expected 64 hex digits")
+        if _sha(_canonical(parts)) != fingerprint:
+            raise LockError(
+                f"{where}: the fingerprint is not the hash of its parts (the lock was edited); "
+                "restore contracts.lock from version control"
+            )
     return data
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def lock_mismatch_message(ref: str, entry: Mapping[str, Any], parts: Mapping[str, str]) -> str:
@@ -461,7 +498,7 @@ _CACHE: dict[tuple[str, str, int, bool], tuple[tuple[int, ...], Contract]] = {}
 
 def _signature(root: Path, name: str, version: int) -> tuple[int, ...]:
     """mtimes of the files a version depends on, so edits on disk invalidate the cache."""
-    paths = [root / "contracts" / f"{name}.yaml", root / LOCK_FILE]
+    paths = [root / "contracts" / f"{name}.yaml", root / LOCK_FILE, *sorted(root.glob("*.py"))]
     paths += sorted((root / "prompts" / name).rglob("*"))
     return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
 

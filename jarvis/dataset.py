@@ -43,7 +43,7 @@ from jarvis.errors import (
     RecordError,
     TokenizationError,
 )
-from jarvis.files import read_jsonl, sha256_file
+from jarvis.files import load_yaml, read_jsonl, sha256_file
 from jarvis.outdir import atomic_dir
 from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
 from jarvis.render import SpecialTokenPolicy
@@ -140,7 +140,7 @@ class Recipe(BaseModel):
         """
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            data = load_yaml(file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise InputError(f"{file}: cannot read the recipe: {exc}") from exc
         if not isinstance(data, dict):

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
@@ -61,3 +63,33 @@ def sha256_and_lines(path: Path) -> tuple[str, int]:
             digest.update(block)
             lines += block.count(b"\n")
     return digest.hexdigest(), lines
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: `*x` is refused at once, before any expansion.
+
+    An alias bomb (a few KB of nested `*a` references) otherwise expands to billions of
+    nodes and hangs whatever walks the result; no jarvis file needs an alias.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in jarvis files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely: plain data only, no tags, no aliases.
+
+    Raises:
+        yaml.YAMLError: invalid YAML, or an alias (the message gives its line and column).
+    """
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def compose_yaml(text: str) -> Any:
+    """Return the YAML node tree (for edits that keep the text), refusing aliases too."""
+    return yaml.compose(text, Loader=_NoAliasLoader)

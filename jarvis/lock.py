@@ -25,7 +25,7 @@ from jarvis.contract import (
     resolve_root,
 )
 from jarvis.errors import ContractError, LockError
-from jarvis.files import atomic_write_text
+from jarvis.files import atomic_write_text, compose_yaml, load_yaml
 
 
 def check_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -113,7 +113,7 @@ def bump_version(name: str, root: str | os.PathLike[str] | None = None) -> tuple
 
 def _append_version_block(text: str, old: int, new: int, *, where: Path) -> str:
     """Return the spec text with version `old`'s block copied as version `new` after it."""
-    root_node = yaml.compose(text)
+    root_node = compose_yaml(text)
     versions = next(
         (v for k, v in getattr(root_node, "value", []) if getattr(k, "value", None) == "versions"),
         None,
@@ -133,7 +133,7 @@ def _append_version_block(text: str, old: int, new: int, *, where: Path) -> str:
     chunk[0] = re.sub(rf"^(\s*){old}(\s*:)", rf"\g<1>{new}\g<2>", chunk[0], count=1)
     updated = "".join(lines[:end] + chunk + lines[end:])
     try:
-        ContractSpec.model_validate(yaml.safe_load(updated))
+        ContractSpec.model_validate(load_yaml(updated))
     except (yaml.YAMLError, ValueError) as exc:
         raise ContractError(f"{where}: cannot add version {new} automatically: {exc}") from exc
     return updated

@@ -7,7 +7,8 @@ a hidden `.NAME.*.partial` folder beside it and swapped into place at the end. A
   replaces only a folder with the marker of the same kind (or, for folders written before the
   marker existed, jarvis's own manifest), never one that is, holds or sits inside an input.
 - **One writer.** An OS lock (`flock`) on `.NAME.lock` beside the target is held from the
-  first check to the swap, so of two concurrent writers exactly one wins.
+  first check to the swap (and the file removed after), so of two concurrent writers
+  exactly one wins.
 - **Crash safety.** Where the OS can swap two folders in one step (Linux `renameat2`
   `RENAME_EXCHANGE`, macOS `renamex_np` `RENAME_SWAP`) the target always holds a complete
   folder. Elsewhere the swap is two renames through a fixed `.NAME.jarvis-old`, and the next
@@ -177,18 +178,36 @@ def exchange(a: Path, b: Path) -> bool:
 
 
 def _lock(path: Path) -> IO[bytes] | None:
-    """Take an exclusive, non-blocking lock on `path`; None when another process holds it."""
-    fh = path.open("ab")
+    """Take an exclusive, non-blocking lock on `path`; None when another process holds it.
+
+    The lock file is removed on release (`_unlock`), so a winner re-checks after locking that
+    the path is still the file it locked: a loser may have opened it just before the unlink.
+    """
     try:
         import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except ImportError:  # no flock (Windows): one writer is not enforced there
-        return fh
-    except OSError:
-        fh.close()
-        return None
-    return fh
+        return path.open("ab")
+    for _ in range(10):
+        fh = path.open("ab")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fh
+        fh.close()  # the previous holder removed it: lock the new one
+    return None
+
+
+def _unlock(path: Path, fh: IO[bytes]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fh.close()
 
 
 def _names(dest: Path) -> tuple[Path, Path, str]:
@@ -291,7 +310,7 @@ def atomic_dir(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     finally:
-        lock.close()
+        _unlock(lock_path, lock)
 
 
 def _swap(tmp: Path, dest: Path, old: Path) -> None:

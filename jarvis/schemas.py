@@ -1,12 +1,19 @@
 """Input schemas: the pydantic models a contract's records are validated against.
 
-A contract names its schema (`schema: ReplyInput`); `resolve_schema` also accepts
-`package.module:Class` so an app can keep its own schemas.
+A contract names a built-in schema (`schema: ReplyInput`) or `module:Class` for a
+`module.py` file in the contract root itself: read by path (never an installed module, no
+`PYTHONPATH`), its source bytes part of the fingerprint and checked against the lock before
+it runs.
 """
 
 from __future__ import annotations
 
-import importlib
+import hashlib
+import re
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,28 +82,99 @@ SCHEMAS: dict[str, type[Record]] = {
 }
 
 
-def resolve_schema(name: str) -> type[Record]:
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class SchemaSource:
+    """A user's schema module: the `.py` file in the contract root and its source bytes."""
+
+    file: str
+    path: Path
+    source: bytes
+
+
+def split_schema_ref(name: str) -> tuple[str, str] | None:
+    """Split `module:Class` into its parts; None for a built-in name.
+
+    Raises:
+        ContractError: the reference is not `module:Class` with plain identifiers (no dots,
+            no paths), e.g. `':X'`, `'..evil:X'`, `'.:X'`, `'a.b:X'`.
+    """
+    if name in SCHEMAS:
+        return None
+    if ":" not in name:
+        known = ", ".join(sorted(SCHEMAS))
+        raise ContractError(
+            f"unknown schema {name!r} (known: {known}, or module:Class for a module.py file "
+            "in the contract root)"
+        )
+    module, _, attr = name.partition(":")
+    if not _MODULE.match(module) or not _MODULE.match(attr):
+        raise ContractError(
+            f"schema {name!r}: expected module:Class, where module.py is a file in the contract "
+            "root (plain names: no dots, no paths)"
+        )
+    return module, attr
+
+
+def read_schema_source(name: str, root: Path) -> SchemaSource | None:
+    """Read the source of a user's schema module without running it (None for a built-in).
+
+    Raises:
+        ContractError: a bad reference, or no such `.py` file in the root itself.
+    """
+    parts = split_schema_ref(name)
+    if parts is None:
+        return None
+    file = f"{parts[0]}.py"
+    path = root / file
+    if path.is_symlink() or not path.is_file():
+        raise ContractError(
+            f"schema {name!r}: no file {file} in the contract root {root} (a schema module is "
+            "loaded only from there, by path; installed modules are never imported)"
+        )
+    return SchemaSource(file, path.resolve(), path.read_bytes())
+
+
+def resolve_schema(name: str, source: SchemaSource | None = None) -> type[Record]:
     """Return the schema class for a contract's `schema:` value.
 
     Args:
-        name: a name from `SCHEMAS`, or `package.module:Class`.
+        name: a name from `SCHEMAS`, or `module:Class`.
+        source: for `module:Class`, the module's source read by `read_schema_source` (and
+            already checked against the lock by the caller); it is run as a fresh module.
 
     Returns:
         The pydantic model class.
 
     Raises:
-        ContractError: unknown name, or the class is not a `jarvis.schemas.Record`.
+        ContractError: unknown name, the module fails to run, or the class is not a
+            `jarvis.schemas.Record`.
     """
-    if name in SCHEMAS:
+    parts = split_schema_ref(name)
+    if parts is None:
         return SCHEMAS[name]
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
+    if source is None:
+        raise ContractError(f"schema {name!r}: the module's source was not read")
+    module_name = f"_jarvis_schema_{hashlib.sha256(source.source).hexdigest()[:16]}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = types.ModuleType(module_name)
+        module.__file__ = str(source.path)
+        sys.modules[module_name] = module  # pydantic resolves annotations through it
         try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ContractError(f"schema {name!r} cannot be imported: {exc}") from exc
-        if isinstance(cls, type) and issubclass(cls, Record):
-            return cls
-        raise ContractError(f"schema {name!r} is not a subclass of jarvis.schemas.Record")
-    known = ", ".join(sorted(SCHEMAS))
-    raise ContractError(f"unknown schema {name!r} (known: {known}, or module:Class)")
+            code = compile(source.source, str(source.path), "exec")
+            exec(code, module.__dict__)  # noqa: S102 - the user's own file in their contract root
+        except Exception as exc:  # a user's module can raise anything while it runs
+            del sys.modules[module_name]
+            raise ContractError(
+                f"schema {name!r}: {source.file} failed to load: {type(exc).__name__}: {exc}"
+            ) from exc
+    cls = getattr(module, parts[1], None)
+    if isinstance(cls, type) and issubclass(cls, Record):
+        return cls
+    raise ContractError(
+        f"schema {name!r}: {source.file} has no subclass of jarvis.schemas.Record "
+        f"named {parts[1]!r}"
+    )

@@ -33,7 +33,13 @@ def parse_split(value: str | Sequence[float]) -> tuple[float, float, float]:
                 f"--split {value!r}: expected three numbers like 0.9,0.05,0.05"
             ) from exc
     else:
-        parts = [float(p) for p in value]
+        try:
+            # A YAML recipe can hold anything here: 5, null, [[1], 0, 0], ["a", 0, 0].
+            parts = [float(p) for p in value]
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"--split {value!r}: expected three numbers like 0.9,0.05,0.05"
+            ) from exc
     if len(parts) != 3 or any(p < 0 or not math.isfinite(p) for p in parts):
         raise InputError(
             f"--split {value!r}: expected three non-negative numbers (train,valid,test)"

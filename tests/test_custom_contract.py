@@ -36,11 +36,11 @@ versions:
 
 
 @pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "support_schema.py").write_text(SCHEMA)
-    monkeypatch.syspath_prepend(str(tmp_path))
+def root(tmp_path: Path) -> Path:
     app = tmp_path / "app"
     (app / "contracts").mkdir(parents=True)
+    # The schema module sits in the root itself and is loaded by path: no PYTHONPATH.
+    (app / "support_schema.py").write_text(SCHEMA)
     (app / "contracts" / "support.yaml").write_text(SPEC)
     v1 = app / "prompts" / "support" / "v1"
     v1.mkdir(parents=True)

@@ -1029,15 +1029,29 @@ def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 
-def read_records(dataset_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_records(
+    dataset_dir: str | os.PathLike[str], manifest: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Return the entries of a dataset's `records.jsonl`: `{"id", "split", "tag", "record"}`.
+
+    Args:
+        dataset_dir: a folder written by render-dataset.
+        manifest: its manifest; when given, the file must have the sha256 it records.
 
     Raises:
         InputError: the file is missing, or a line is not such an entry (names file:line).
+        DatasetError: the file changed since it was rendered.
     """
     path = Path(dataset_dir) / RECORDS
     if not path.is_file():
         raise InputError(f"{path}: missing; re-render the dataset with `jarvis render-dataset`")
+    if manifest is not None:
+        recorded = (manifest.get("files") or {}).get(RECORDS, {}).get("sha256")
+        if recorded != sha256_file(path):
+            raise DatasetError(
+                f"{path}: changed since it was rendered (sha256 differs from the manifest); "
+                "re-render the dataset with `jarvis render-dataset`"
+            )
     entries: list[dict[str, Any]] = []
     for number, raw, item in read_jsonl(path):
         if not raw.strip():
@@ -1082,6 +1096,25 @@ def load_manifest(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
     contract = manifest["contract"]
     if not isinstance(contract, dict) or not {"name", "version", "fingerprint"} <= contract.keys():
         raise DatasetError(f"{path}: malformed manifest: contract needs name, version, fingerprint")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not isinstance(manifest["splits"], dict):
+        raise DatasetError(f"{path}: malformed manifest: files and splits are mappings")
+    inside = folder.resolve()
+    for name, meta in files.items():
+        # Every path a manifest names is a file of this folder: never `../x` or `/etc/shadow`.
+        plain = name == Path(name).name and name not in (".", "..") and "\\" not in name
+        if not plain or not (folder / name).resolve().is_relative_to(inside):
+            raise DatasetError(
+                f"{path}: files: {name!r} is not a file of the dataset folder; refused"
+            )
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{path}: files.{name}: expected {{sha256, rows}}")
+    try:
+        Recipe.model_validate(manifest["recipe"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise DatasetError(f"{path}: malformed manifest: recipe.{loc}: {first['msg']}") from exc
     train = folder / "train.jsonl"
     if not train.is_file() or train.stat().st_size == 0:
         state = "missing" if not train.is_file() else "empty"

@@ -157,7 +157,7 @@ def load_dataset_side(
             f"{path.name}: rendered under {info['ref']} {str(info.get('fingerprint'))[:12]}, "
             f"which is now {contract.short_fingerprint}"
         )
-    records = [(str(r.get("id")), dict(r["record"])) for r in read_records(path)]
+    records = [(str(r.get("id")), dict(r["record"])) for r in read_records(path, manifest)]
     rows: dict[str, list[dict[str, str]]] = {}
     for split in SPLITS:
         split_path = path / f"{split}.jsonl"

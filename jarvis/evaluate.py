@@ -74,7 +74,8 @@ def load_split(
     """Return the manifest and `(id, tag, record)` of one split (first `limit` of them).
 
     Raises:
-        DatasetError: no manifest, or the split has no records.
+        DatasetError: no manifest, `records.jsonl` changed since it was rendered, or the
+            split has no records.
         InputError: `records.jsonl` is missing or malformed.
     """
     from jarvis.dataset import load_manifest, read_records
@@ -82,7 +83,7 @@ def load_split(
     manifest = load_manifest(folder)
     out = [
         (str(item.get("id")), str(item.get("tag", "default")), item["record"])
-        for item in read_records(folder)
+        for item in read_records(folder, manifest)
         if item.get("split") == split
     ]
     if not out:

@@ -8,6 +8,7 @@ The same functions score training targets (`render-dataset`), generated replies
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,25 +66,43 @@ def sections(text: str, *, required: Sequence[str]) -> tuple[bool, str]:
     return (True, "")
 
 
+# Generated or training code longer than this is not parsed: a check must stay fast and
+# bounded on any model output (`ast.parse` of a 12 MB block takes tens of seconds).
+MAX_CODE_CHARS = 100_000
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(block: str) -> ast.Module | str:
+    """Parse one code block once for every check; the reason as a string when it fails."""
+    if len(block) > MAX_CODE_CHARS:
+        return f"too long to check ({len(block):,} characters > {MAX_CODE_CHARS:,})"
+    try:
+        return ast.parse(block)
+    except SyntaxError as exc:
+        return f"{exc.msg} (line {exc.lineno})"
+    except (RecursionError, MemoryError):
+        return "nested too deeply to parse"
+    except ValueError as exc:  # null bytes, on Python < 3.12
+        return str(exc)
+
+
 def python_parses(text: str) -> tuple[bool, str]:
     """There is at least one ```python block, and every one parses."""
     blocks = _code_blocks(text)
     if not blocks:
         return (False, "no ```python code block")
     for i, block in enumerate(blocks):
-        try:
-            ast.parse(block)
-        except SyntaxError as exc:
-            return (False, f"code block {i + 1}: {exc.msg} (line {exc.lineno})")
+        tree = _parse(block)
+        if isinstance(tree, str):
+            return (False, f"code block {i + 1}: {tree}")
     return (True, f"{len(blocks)} block(s)")
 
 
 def docstring_sections(text: str, *, required: Sequence[str]) -> tuple[bool, str]:
     """A function in the code has a docstring containing every required label."""
     for block in _code_blocks(text):
-        try:
-            tree = ast.parse(block)
-        except SyntaxError:
+        tree = _parse(block)
+        if isinstance(tree, str):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):

@@ -34,6 +34,7 @@ from jarvis.files import load_yaml
 from jarvis.render import (
     RENDERER_OPTIONS,
     SpecialTokenPolicy,
+    check_template_ast,
     make_environment,
     render_template,
 )
@@ -320,6 +321,7 @@ def _template_vars(
         raise ContractError(f"template not found: {exc}") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise ContractError(f"{exc.filename}:{exc.lineno}: {exc.message}") from exc
+    check_template_ast(ast, where=filename)
     variables = set(jinja2.meta.find_undeclared_variables(ast))
     seen[name] = variables
     files = [name]

@@ -15,6 +15,7 @@ Everything is written into a temp folder beside the output and renamed into plac
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import math
@@ -38,8 +39,10 @@ from jarvis.chat import token_prefix_divergence
 from jarvis.checks import run_checks
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import (
+    ContractError,
     DatasetError,
     InputError,
+    JarvisError,
     RecordError,
     TokenizationError,
 )
@@ -343,6 +346,9 @@ def _reject(state: _State, out: IO[bytes], raw: RawRecord, reason: str, **extra:
     if len(state.rejects) < _SHOWN_ERRORS:
         state.rejects.append(f"{raw.file}:{raw.line}: {reason}")
     entry = {"file": raw.file, "line": raw.line, "reason": reason, **extra, "raw": raw.text}
+    if raw.blob is not None:
+        # Not UTF-8: `raw` shows it readably (U+FFFD), `raw_base64` keeps it byte for byte.
+        entry["raw_base64"] = base64.b64encode(raw.blob).decode("ascii")
     out.write(orjson.dumps(entry) + b"\n")
 
 
@@ -387,6 +393,9 @@ class _RecordWork:
             row, target, messages = self.renderer.render(model, rid)
         except RecordError as exc:
             return _Outcome(error=str(exc))
+        except ContractError as exc:
+            # The template failed on this record's data: a contract bug, named where it showed.
+            raise ContractError(f"{raw.file}:{raw.line}: {exc}") from exc
         tokens, token_error = 0, None
         if self.renderer.tokenizer is not None:
             full, prompt = self.renderer.tokens(messages, row)
@@ -897,8 +906,6 @@ def render_dataset(
         TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
             prefix of its row.
     """
-    from jarvis import __version__
-
     contract = load_contract(recipe.contract, root=root)
     files = _collect_files(recipe)
     renderer = RowRenderer(contract, recipe)
@@ -923,27 +930,75 @@ def render_dataset(
                 initargs=(recipe, str(contract.root)),
             )
         try:
-            with (tmp / REJECTS).open("wb") as rejects_out:
-                pool = (executor, workers) if executor is not None else None
-                state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
-            spill.close()
-            if bar is not None:
-                bar.render_finish()
-        _check_rejects(recipe, state)
-        plan = _plan(recipe, contract, state)
-        _check_composition(recipe, contract, state, plan)
-        written = _pass_two(tmp, spill, plan)
-        shutil.rmtree(spill.folder)
-        if state.reject_count:
-            written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
-        else:
-            (tmp / REJECTS).unlink()
-        manifest = _manifest(recipe, contract, state, plan, written, __version__)
-        (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
+            manifest = _render_into(
+                tmp, recipe, contract, renderer, files, spill, bar, executor, workers
+            )
+        except JarvisError as exc:
+            # The run fails, so `out` keeps its previous content, but the rejects that made
+            # it fail must stay readable: they move beside `out`.
+            kept = _keep_rejects(tmp / REJECTS, Path(out))
+            if kept is not None:
+                exc.args = (f"{exc}\n  the rejected records are in {kept}",)
+            raise
     return manifest
+
+def _render_into(
+    tmp: Path,
+    recipe: Recipe,
+    contract: Contract,
+    renderer: RowRenderer,
+    files: list[tuple[InputSpec, Path]],
+    spill: _Spill,
+    bar: Any,
+    executor: Executor | None,
+    workers: int,
+) -> dict[str, Any]:
+    """Both passes into the temp folder; returns the manifest written there."""
+    from jarvis import __version__
+
+    try:
+        with (tmp / REJECTS).open("wb") as rejects_out:
+            pool = (executor, workers) if executor is not None else None
+            state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        spill.close()
+        if bar is not None:
+            bar.render_finish()
+    _check_rejects(recipe, state)
+    plan = _plan(recipe, contract, state)
+    _check_composition(recipe, contract, state, plan)
+    written = _pass_two(tmp, spill, plan)
+    shutil.rmtree(spill.folder)
+    if state.reject_count:
+        written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
+    else:
+        (tmp / REJECTS).unlink()
+    manifest = _manifest(recipe, contract, state, plan, written, __version__)
+    (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
+    return manifest
+
+
+def _keep_rejects(rejects: Path, out: Path) -> Path | None:
+    """Move a failed run's rejects to `<out>.rejects.jsonl`; None when there are none.
+
+    An existing file of that name is replaced only when it is a jarvis rejects file.
+    """
+    if not rejects.is_file() or rejects.stat().st_size == 0:
+        return None
+    dest = out.absolute().parent / f"{out.name}.{REJECTS}"
+    if dest.exists():
+        with dest.open("rb") as fh:
+            first = fh.readline()
+        try:
+            entry = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not (isinstance(entry, dict) and {"file", "line", "reason", "raw"} <= entry.keys()):
+            return None
+    os.replace(rejects, dest)
+    return dest
 
 
 def _progress_bar(files: list[tuple[InputSpec, Path]]) -> Any:

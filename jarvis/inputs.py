@@ -63,6 +63,8 @@ class RawRecord:
     text: str
     value: dict[str, Any] | None
     error: str | None = None
+    # The exact bytes when `text` could not be decoded (rejects keep them as base64).
+    blob: bytes | None = None
 
 
 def _is_data_file(path: Path) -> bool:
@@ -104,7 +106,7 @@ def _open(path: Path) -> IO[bytes]:
 
 
 def _decode_error(file: str, line: int, data: bytes, why: str) -> RawRecord:
-    return RawRecord(file, line, data.decode("utf-8", "replace"), None, why)
+    return RawRecord(file, line, data.decode("utf-8", "replace"), None, why, blob=data)
 
 
 def _parse_object(file: str, line: int, data: bytes) -> RawRecord:
@@ -237,9 +239,21 @@ def _iter_array(data: bytes, shown: str) -> Iterator[RawRecord]:
             raise InputError(
                 f"{shown}:{exc.lineno}: invalid JSON array (item {item}): {exc.msg}"
             ) from exc
+        except RecursionError as exc:
+            # The item's end cannot be found without parsing it: the file fails as a whole.
+            raise InputError(
+                f"{shown}:{line}: invalid JSON array (item {item}): nested too deeply"
+            ) from exc
         chunk = text[pos:end]
         if isinstance(value, dict):
-            yield RawRecord(shown, line, chunk, value)
+            try:
+                # orjson is the JSONL reader's parser: the same rules for both (no lone
+                # surrogate such as \udc80, at most 1,024 levels of nesting).
+                orjson.loads(chunk)
+            except orjson.JSONDecodeError as exc:
+                yield RawRecord(shown, line, chunk, None, f"invalid JSON: {exc.msg}")
+            else:
+                yield RawRecord(shown, line, chunk, value)
         else:
             why = f"expected a JSON object, got {_kind(value)}"
             yield RawRecord(shown, line, chunk, None, why)

@@ -80,12 +80,95 @@ _LOOP_ATTRIBUTES = frozenset(
 )  # fmt: skip
 
 
+# Bounds on what a template may compute: a prompt renders its record, it computes nothing
+# big. Jinja's own sandbox allows ranges of 100,000 and any repetition or power.
+MAX_RANGE = 10_000
+MAX_REPEAT = 100_000
+# String methods that take format specs (`{:>999999999}`) or reach attributes (`{0.x}`).
+_FORMAT_METHODS = frozenset({"format", "format_map"})
+
+
+def _bounded_range(*args: int) -> range:
+    values = range(*args)
+    if len(values) > MAX_RANGE:
+        raise jinja2.sandbox.SecurityError(
+            f"range of {len(values):,} items; a contract template may use at most {MAX_RANGE:,}"
+        )
+    return values
+
+
+def check_template_ast(node: jinja2.nodes.Node, where: str) -> None:
+    """Refuse, at load, what a prompt template never needs and a hostile one uses.
+
+    Refused: `**`, names starting with `_` (`x.__class__`, `x["_y"]`), `str.format` and
+    `format_map`, and a repetition (`*`) or `range` over a constant above its bound.
+
+    Raises:
+        ContractError: names the template file, its line and the construct.
+    """
+    nodes = jinja2.nodes
+
+    def refuse(n: jinja2.nodes.Node, what: str) -> None:
+        raise ContractError(f"{where}:{n.lineno}: {what} is not allowed in a contract template")
+
+    for n in node.find_all(nodes.Node):
+        if isinstance(n, nodes.Pow):
+            refuse(n, "exponentiation (**)")
+        elif isinstance(n, nodes.Getattr) and n.attr.startswith("_"):
+            refuse(n, f"the attribute {n.attr!r}")
+        elif isinstance(n, nodes.Getattr) and n.attr in _FORMAT_METHODS:
+            refuse(n, f"str.{n.attr} (use the `format` filter or `~`)")
+        elif (
+            isinstance(n, nodes.Getitem)
+            and isinstance(n.arg, nodes.Const)
+            and isinstance(n.arg.value, str)
+            and n.arg.value.startswith("_")
+        ):
+            refuse(n, f"the item {n.arg.value!r}")
+        elif isinstance(n, nodes.Mul):
+            for side in (n.left, n.right):
+                if isinstance(side, nodes.Const) and isinstance(side.value, int):
+                    if side.value > MAX_REPEAT:
+                        refuse(n, f"a repetition by {side.value:,} (over {MAX_REPEAT:,})")
+        elif isinstance(n, nodes.Call) and isinstance(n.node, nodes.Name):
+            if n.node.name == "range":
+                for arg in n.args:
+                    if isinstance(arg, nodes.Const) and isinstance(arg.value, int):
+                        if abs(arg.value) > MAX_RANGE:
+                            refuse(n, f"range({arg.value:,}) (over {MAX_RANGE:,})")
+
+
 class ContractEnvironment(ImmutableSandboxedEnvironment):
     """The sandbox with a faster `m.sender` on plain dicts (records are rendered as dicts).
 
     Same semantics as Jinja's lookup: a dict attribute (`items`, `keys`, ...) goes through the
     sandbox's checks; any other name is the item, as Jinja returns after its AttributeError.
+    On top of Jinja's sandbox: `**` is refused, `*` and `range` are bounded, and `str.format`
+    is unsafe (what `check_template_ast` refuses at load, enforced again at render).
     """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
+        self.globals.pop("lipsum", None)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            raise jinja2.sandbox.SecurityError("exponentiation (**) is not allowed")
+        for seq, count in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and type(count) is int:
+                if len(seq) * max(count, 0) > MAX_REPEAT:
+                    raise jinja2.sandbox.SecurityError(
+                        f"a repetition to {len(seq) * count:,} items (over {MAX_REPEAT:,})"
+                    )
+        return super().call_binop(context, operator, left, right)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, str) and attr in _FORMAT_METHODS:
+            return False
+        return super().is_safe_attribute(obj, attr, value)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         kind = type(obj)
@@ -147,6 +230,10 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
         return concat(template.root_render_func(shared))
     except jinja2.TemplateError as exc:
         raise ContractError(f"{where}: {exc}") from exc
+    except Exception as exc:
+        # A template is code: whatever it raises (IndexError, OverflowError, MemoryError, a
+        # recursive macro) is the contract's error, named by its file, never a traceback.
+        raise ContractError(f"{where}: {type(exc).__name__}: {exc}") from exc
 
 
 class SpecialTokenPolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import random
@@ -248,8 +249,12 @@ def test_rejects_are_written_verbatim_under_the_reject_rate(tmp_path: Path) -> N
         render_dataset(recipe(path), tmp_path / "out")
     first = str(err.value).splitlines()
     assert first[0] == f"{path}:11: messages[0].sender: Input should be a valid string"
-    assert first[-1] == "  3 of 63 records rejected (4.76%), above --max-reject-rate 0"
+    assert first[-2] == "  3 of 63 records rejected (4.76%), above --max-reject-rate 0"
+    kept = tmp_path / "out.rejects.jsonl"
+    assert first[-1] == f"  the rejected records are in {kept}"
     assert not (tmp_path / "out").exists()
+    # The failed run keeps its rejects readable beside the (untouched) output.
+    assert [r["line"] for r in read_rows(kept)] == [11, 62, 63]
     manifest = render_dataset(
         recipe(path, max_reject_rate=0.05, split="0.8,0.1,0.1"), tmp_path / "out"
     )
@@ -264,6 +269,17 @@ def test_rejects_are_written_verbatim_under_the_reject_rate(tmp_path: Path) -> N
         rejects[2]["reason"] == "messages: List should have at least 1 item after validation, not 0"
     )
     assert all(r["file"] == str(path) for r in rejects)
+
+
+def test_non_utf8_rejects_are_kept_byte_for_byte(tmp_path: Path) -> None:
+    latin = '{"messages": [{"sender": "Zo\xe9", "text": "ça va"}], "reply": "oui"}'.encode("latin-1")
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b"".join(json.dumps(reply(i)).encode() + b"\n" for i in range(60)) + latin)
+    render_dataset(recipe(path, max_reject_rate=0.05, split="0.8,0.1,0.1"), tmp_path / "out")
+    (entry,) = read_rows(tmp_path / "out" / "rejects.jsonl")
+    assert entry["line"] == 61 and entry["reason"].startswith("not UTF-8: invalid")
+    assert "\ufffd" in entry["raw"]  # readable...
+    assert base64.b64decode(entry["raw_base64"]) == latin  # ...and recoverable exactly
 
 
 def test_missing_target_and_control_strings_are_rejects(tmp_path: Path) -> None:

@@ -98,6 +98,7 @@ def test_eval_baseline_writes_both_reports_and_the_chart(
     assert lines[2].split()[:2] == ["check", "non_empty"]
     assert lines[-1] == f"chart: {out / 'comparison.png'}"
     assert sorted(p.name for p in out.iterdir()) == [
+        ".jarvis-output.json",
         "comparison.png",
         "replies.jsonl",
         "report.json",

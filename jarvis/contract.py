@@ -241,9 +241,13 @@ class Contract:
         except ValidationError as exc:
             raise _record_error(exc) from exc
 
+    def _where(self, role: str) -> str:
+        """A role's template file as error messages name it (`prompts/reply/v1/user.j2`)."""
+        return f"prompts/{self.name}/v{self.version}/{getattr(self.spec.templates, role)}"
+
     def _render_user(self, context: Mapping[str, Any]) -> str:
         """Render the user message content."""
-        return render_template(self._templates["user"], context, where=self.spec.templates.user)
+        return render_template(self._templates["user"], context, where=self._where("user"))
 
     def _render_target(self, context: Mapping[str, Any]) -> str:
         """Render the assistant target.
@@ -259,7 +263,7 @@ class Contract:
         template = self._templates.get("assistant")
         if template is None or self._target_passthrough:
             return str(context[self.target_field])
-        return render_template(template, context, where=str(self.spec.templates.assistant))
+        return render_template(template, context, where=self._where("assistant"))
 
     def messages(
         self,

@@ -8,6 +8,7 @@ both go through it. `apply_chat_template` here passes the same value, so a raw
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections.abc import Mapping, Sequence
@@ -109,16 +110,36 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
         raise ModelError(f"{path}: cannot load a tokenizer: {exc}") from exc
 
 
+_CONTROL: weakref.WeakKeyDictionary[Any, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
 def special_tokens(tokenizer: Any) -> tuple[str, ...]:
-    """Return every special token string of a tokenizer (added tokens marked special)."""
+    """Return every string a tokenizer turns into one control id.
+
+    That is its special tokens and every added token that encodes as a single id, flagged
+    special or not: Qwen's `<tool_call>`, `<|fim_prefix|>` and `<think>` are added tokens
+    without the flag, yet in a message they become control ids all the same.
+    """
     # An mlx-lm TokenizerWrapper keeps the transformers tokenizer in `_tokenizer`.
     inner = tokenizer if hasattr(tokenizer, "all_special_tokens") else tokenizer._tokenizer
+    try:
+        return _CONTROL[inner]
+    except (KeyError, TypeError):
+        pass
     found: set[str] = set(getattr(inner, "all_special_tokens", []) or [])
     decoder: Mapping[int, Any] = getattr(inner, "added_tokens_decoder", {}) or {}
     for added in decoder.values():
+        content = str(added.content)
+        if not content or content in found:
+            continue
         if getattr(added, "special", False):
-            found.add(str(added.content))
-    return tuple(sorted(t for t in found if t))
+            found.add(content)
+        elif len(inner.encode(content, add_special_tokens=False)) == 1:
+            found.add(content)
+    result = tuple(sorted(t for t in found if t))
+    with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
+        _CONTROL[inner] = result
+    return result
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from jarvis.chat import (
     apply_chat_template,
@@ -54,6 +57,30 @@ def test_tokens_and_special_tokens(tmp_path: Path) -> None:
     assert token_prefix_divergence([*prompt[:-1], -1], full) == len(prompt) - 1
     assert token_prefix_divergence(full + [1], full) == len(full)
     assert {"<|im_start|>", "<|im_end|>", "<|endoftext|>"} <= set(special_tokens(tok))
+
+
+def test_added_tokens_without_the_special_flag_are_control_strings(tmp_path: Path) -> None:
+    from jarvis.contract import load_contract
+    from jarvis.dataset import Recipe, render_dataset
+    from jarvis.engine import request_messages
+    from jarvis.errors import InputError, SpecialTokenError
+
+    folder = make_tokenizer(tmp_path / "tok", added=("<tool_call>", "<think>"))
+    tok = load_tokenizer(folder)
+    assert len(tok.encode("<tool_call>", add_special_tokens=False)) == 1
+    assert {"<tool_call>", "<think>"} <= set(special_tokens(tok))
+    # Serving: refused in a request.
+    contract = load_contract("reply@1")
+    with pytest.raises(SpecialTokenError, match="'<tool_call>'"):
+        request_messages(contract, [{"sender": "Sam", "text": "x <tool_call> y"}], tokenizer=tok)
+    # Training: the same record is a reject.
+    raw = tmp_path / "a.jsonl"
+    rows = [{"messages": [{"sender": "Sam", "text": f"hi {i}"}], "reply": "yo"} for i in range(99)]
+    rows.append({"messages": [{"sender": "Sam", "text": "<think>hmm"}], "reply": "ok"})
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = Recipe(contract="reply@1", inputs=[str(raw)], tokenizer=str(folder))
+    with pytest.raises(InputError, match=r"a.jsonl:100: .*'<think>'"):
+        render_dataset(recipe, tmp_path / "out")
 
 
 def test_row_tokens_per_mlx_lm_format(tmp_path: Path) -> None:

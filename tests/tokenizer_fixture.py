@@ -24,13 +24,16 @@ CORPUS = [
 ]
 
 
-def make_tokenizer(folder: Path, *, template: str = CHATML, bos: str | None = None) -> Path:
+def make_tokenizer(
+    folder: Path, *, template: str = CHATML, bos: str | None = None, added: tuple[str, ...] = ()
+) -> Path:
     """Write `tokenizer.json` and `tokenizer_config.json` into `folder` and return it.
 
     Args:
         folder: where to write (created).
         template: the chat template.
         bos: a BOS token string the tokenizer prepends when encoding (None: no BOS).
+        added: added tokens not flagged special (as Qwen's `<tool_call>`, `<think>`).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -46,6 +49,8 @@ def make_tokenizer(folder: Path, *, template: str = CHATML, bos: str | None = No
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
+    if added:
+        tok.add_tokens(list(added))
     if bos:
         bos_id = tok.token_to_id(bos)
         tok.post_processor = processors.TemplateProcessing(

@@ -249,6 +249,76 @@ def check_stamp_base(
     return problems
 
 
+# safetensors dtype -> (numpy dtype to view the bytes as, exponent mask or None for floats
+# numpy knows). bfloat16 has no numpy type: its exponent bits all set means Inf or NaN.
+_FLOAT_VIEWS: dict[str, tuple[str, int | None]] = {
+    "F64": ("<f8", None),
+    "F32": ("<f4", None),
+    "F16": ("<f2", None),
+    "BF16": ("<u2", 0x7F80),
+}
+
+
+def nonfinite_tensors(path: str | os.PathLike[str]) -> list[str]:
+    """Return the names of the tensors of a safetensors file holding NaN or Inf.
+
+    Reads the file through a memory map with numpy (no mlx): an adapter whose weights are
+    not finite generates nothing but an empty reply, silently.
+
+    Raises:
+        ModelError: the file is not a readable safetensors file.
+    """
+    import numpy as np
+
+    file = Path(path)
+    try:
+        with file.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        data = np.memmap(file, dtype=np.uint8, mode="r", offset=8 + size)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{file}: not a readable safetensors file: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ModelError(f"{file}: not a readable safetensors file: bad header")
+    bad: list[str] = []
+    for name in sorted(k for k in header if k != "__metadata__"):
+        info = header[name]
+        view = _FLOAT_VIEWS.get(str(info.get("dtype")) if isinstance(info, dict) else "")
+        if view is None:
+            continue
+        try:
+            start, end = (int(x) for x in info["data_offsets"])
+            values = data[start:end].view(np.dtype(view[0]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{file}: tensor {name}: bad data offsets: {exc}") from exc
+        mask = view[1]
+        finite = (
+            bool(np.isfinite(values).all()) if mask is None else not ((values & mask) == mask).any()
+        )
+        if not finite:
+            bad.append(name)
+    del data
+    return bad
+
+
+def check_adapter_weights(adapter_dir: str | os.PathLike[str]) -> None:
+    """Refuse an adapter whose weights hold NaN or Inf.
+
+    Raises:
+        ModelError: non-finite weights (names the first tensor), or an unreadable file.
+    """
+    path = Path(adapter_dir) / WEIGHTS_FILE
+    if not path.is_file():
+        return  # mlx-lm reports the missing file itself
+    bad = nonfinite_tensors(path)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ModelError(
+            f"{path}: non-finite weights (NaN or Inf) in {bad[0]}{more}; the adapter would "
+            "reply with nothing. Retrain it (a lower --learning-rate helps)"
+        )
+
+
 def check_adapter(
     adapter_dir: str | os.PathLike[str],
     contract: Contract,

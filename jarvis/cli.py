@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -84,6 +85,25 @@ dataset_option = click.option(
     type=click.Path(file_okay=False),
     help="A dataset folder written by render-dataset.",
 )
+
+
+def read_text_input(path: str) -> str:
+    """Read a UTF-8 text file, or standard input for '-', as bytes decoded strictly.
+
+    Raises:
+        InputError: unreadable, or not UTF-8 (names the file and the byte offset).
+    """
+    from jarvis.errors import InputError
+
+    name = "<stdin>" if path == "-" else path
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
 
 
 def echo_json(value: Any) -> None:
@@ -521,7 +541,7 @@ def train_config_cmd(
 )
 @click.option(
     "--conversation",
-    type=click.File("r", encoding="utf-8"),
+    type=click.Path(dir_okay=False, allow_dash=True),
     help="A file (or '-'): JSON record or message list, or `sender: text` lines.",
 )
 @click.option("--sender", default="them", show_default=True, help="Sender of MESSAGE.")
@@ -579,11 +599,13 @@ def reply_cmd(
         raise click.UsageError("--stream and --json cannot be combined")
     contract = load_contract(contract_ref, root=get_root(ctx))
     if conversation is not None:
-        request = parse_request(contract, conversation.read(), sender=sender)
+        request = parse_request(contract, read_text_input(conversation), sender=sender)
     elif message == "-":
-        request = parse_request(contract, sys.stdin.read(), sender=sender)
+        request = parse_request(contract, read_text_input("-"), sender=sender)
     else:
         request = parse_request(contract, str(message), sender=sender, lines=False)
+    # Validate the request before paying for the model load (seconds).
+    request_messages(contract, request)
 
     if dry_run:
         from jarvis.chat import apply_chat_template, chatml, load_tokenizer

@@ -325,7 +325,7 @@ def _template_vars(
         raise ContractError(f"template not found: {exc}") from exc
     except jinja2.TemplateSyntaxError as exc:
         raise ContractError(f"{exc.filename}:{exc.lineno}: {exc.message}") from exc
-    check_template_ast(ast, where=filename)
+    check_template_ast(ast, where=str(filename))
     variables = set(jinja2.meta.find_undeclared_variables(ast))
     seen[name] = variables
     files = [name]
@@ -437,8 +437,8 @@ def _build(
     system = render_template(templates["system"], dict(spec.parameters), where=roles["system"])
     object.__setattr__(contract, "system_prompt", system)
     if "assistant" in roles:
-        source = (folder / version_dir / roles["assistant"]).read_text(encoding="utf-8")
-        bare = re.fullmatch(r"\{\{ *(\w+) *\}\}\n?", source)
+        text = (folder / version_dir / roles["assistant"]).read_text(encoding="utf-8")
+        bare = re.fullmatch(r"\{\{ *(\w+) *\}\}\n?", text)
         passthrough = bare is not None and bare.group(1) == schema.TARGET_FIELD
         object.__setattr__(contract, "_target_passthrough", passthrough)
     return contract

@@ -47,8 +47,8 @@ from jarvis.errors import (
     TokenizationError,
 )
 from jarvis.files import load_yaml, read_jsonl, sha256_file
-from jarvis.outdir import atomic_dir
 from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
+from jarvis.outdir import atomic_dir
 from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record
 from jarvis.splits import SPLITS, TRAIN, assign, parse_split, unit_key
@@ -910,7 +910,10 @@ def render_dataset(
     files = _collect_files(recipe)
     renderer = RowRenderer(contract, recipe)
     data = [s.path for s in recipe.input_specs()]
-    reads = [contract.root, *([recipe.tokenizer] if recipe.tokenizer is not None else [])]
+    reads: list[str | os.PathLike[str]] = [
+        contract.root,
+        *([recipe.tokenizer] if recipe.tokenizer is not None else []),
+    ]
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
         # mkdtemp makes the folder 0700; a dataset folder gets the user's usual permissions.
         umask = os.umask(0)
@@ -941,6 +944,7 @@ def render_dataset(
                 exc.args = (f"{exc}\n  the rejected records are in {kept}",)
             raise
     return manifest
+
 
 def _render_into(
     tmp: Path,

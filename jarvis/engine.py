@@ -8,6 +8,7 @@ prefills the contract's static system prefix once into a KV cache, and copies it
 from __future__ import annotations
 
 import copy
+import json
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 from jarvis.adapter import (
     chat_template_sha256,
+    check_adapter_weights,
     check_stamp,
     check_stamp_base,
     config_sha256,
@@ -30,7 +32,7 @@ from jarvis.adapter import (
 from jarvis.chat import apply_chat_template, common_prefix_length, has_thinking, special_tokens
 from jarvis.checks import CheckResult, run_checks
 from jarvis.contract import Contract, load_contract
-from jarvis.errors import InputError, JarvisError, ModelError
+from jarvis.errors import InputError, JarvisError, ModelError, PromptTooLongError, RecordError
 
 # End-of-turn markers of common chat templates. One that the template uses but the tokenizer
 # does not treat as EOS would let generation run past the end of the reply.
@@ -134,11 +136,28 @@ def request_messages(
         RecordError: the request fails the contract's schema.
         SpecialTokenError: a value holds a control string of the contract or tokenizer.
     """
-    record = dict(request) if isinstance(request, Mapping) else {"messages": list(request)}
+    if isinstance(request, Mapping):
+        record = dict(request)
+    elif isinstance(request, list | tuple):
+        record = {"messages": list(request)}
+    else:
+        raise RecordError(
+            f"<request>: expected a record object or a message list, not {type(request).__name__}"
+        )
     record.pop(contract.target_field, None)
     extra = special_tokens(tokenizer) if tokenizer is not None else ()
     policy = contract.special_token_policy(extra)
-    return contract.messages(contract.validate(record), with_target=False, policy=policy)
+    messages = contract.messages(contract.validate(record), with_target=False, policy=policy)
+    for message in messages[1:]:
+        try:
+            message["content"].encode("utf-8")
+        except UnicodeEncodeError as exc:
+            # A lone surrogate (undecodable bytes from argv or a file) would crash the tokenizer.
+            raise RecordError(
+                f"{message['role']} content: not valid Unicode text (a lone surrogate at "
+                f"character {exc.start}; is the input UTF-8?)"
+            ) from exc
+    return messages
 
 
 def parse_request(
@@ -155,15 +174,22 @@ def parse_request(
     Raises:
         InputError: the text is empty or the contract has no field to put it in.
     """
-    import json
+    import orjson
 
     stripped = text.strip()
     if not stripped:
         raise InputError("empty message")
+    try:
+        stripped.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"the message is not UTF-8 text (undecodable byte at character {exc.start})"
+        ) from exc
     if stripped[0] in "[{":
         try:
-            value = json.loads(stripped)
-        except ValueError as exc:
+            # orjson: the same JSON rules as render-dataset (no lone surrogates, bounded depth).
+            value = orjson.loads(stripped)
+        except orjson.JSONDecodeError as exc:
             raise InputError(f"invalid JSON request: {exc}") from exc
         if isinstance(value, dict | list):
             return value
@@ -241,6 +267,7 @@ class ReplyEngine:
             )
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
         emit_warnings(self.warnings, stamped=self.stamp is not None)
+        self.context_length = context_length(resolve_model_dir(self.model_id))
         self.enable_thinking = has_thinking(self.tokenizer)
         self._add_end_of_turn()
         self.prefix_tokens: list[int] = []
@@ -279,6 +306,20 @@ class ReplyEngine:
                 enable_thinking=self.enable_thinking,
             )
         )
+
+    def check_length(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Refuse, before any prefill, a prompt that leaves no room for `max_tokens`.
+
+        Raises:
+            PromptTooLongError: prompt plus `max_tokens` exceed the model's context.
+        """
+        limit = self.context_length
+        if limit is not None and prompt_tokens + max_tokens > limit:
+            raise PromptTooLongError(
+                f"the prompt has {prompt_tokens:,} tokens; the model's context is {limit:,} "
+                f"tokens, so with max_tokens {max_tokens:,} a prompt may have at most "
+                f"{max(limit - max_tokens, 0):,}"
+            )
 
     # -- generation -----------------------------------------------------------------------
 
@@ -327,6 +368,7 @@ class ReplyEngine:
         if seed is not None:
             mx.random.seed(seed)
         tokens = self.prompt_tokens(request)
+        self.check_length(len(tokens), limit)
         cached = 0
         cache: list[Any] | None = None
         if use_cache and self._prefix_cache is not None:
@@ -473,6 +515,27 @@ def _find_stop(text: str, stops: Sequence[str], emitted: int) -> int | None:
     return best
 
 
+# config.json keys that give a model's context length, by model family.
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+def context_length(model_dir: Path | None) -> int | None:
+    """Return the context length a model's `config.json` declares, or None when unknown."""
+    if model_dir is None:
+        return None
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for key in _CONTEXT_KEYS:
+        value = config.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _load(model: str, adapter: str | None) -> tuple[Any, Any]:
     """Load base and adapter through mlx-lm and evaluate every parameter now.
 
@@ -485,6 +548,8 @@ def _load(model: str, adapter: str | None) -> tuple[Any, Any]:
 
     if resolve_model_dir(model) is None:
         raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
+    if adapter is not None:
+        check_adapter_weights(adapter)
     try:
         result: Any = load(model, adapter_path=adapter)
     except JarvisError:

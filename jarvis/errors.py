@@ -100,7 +100,7 @@ class OutputExistsError(JarvisError):
 
 
 class OutputRefusedError(OutputExistsError):
-    """The output is not jarvis's to replace: not written by jarvis, or it is (or holds) an input."""
+    """The output is not jarvis's to replace: not written by jarvis, or it is or holds an input."""
 
 
 class OutputWriteError(JarvisError):

@@ -321,7 +321,12 @@ def run_eval(
     out = Path(out)
     manifest, records = load_split(folder, split, limit)
     contract = load_contract(str(manifest["contract"]["ref"]), root=root)
-    reads = [folder, model, contract.root, *([adapter] if adapter is not None else [])]
+    reads: list[str | os.PathLike[str]] = [
+        folder,
+        model,
+        contract.root,
+        *([adapter] if adapter is not None else []),
+    ]
     check_output(out, kind="eval-report", force=force, inputs=reads)
     runs: list[tuple[str, str | None]] = []
     if adapter is None or baseline:

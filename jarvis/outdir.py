@@ -296,7 +296,9 @@ def atomic_dir(
             print(f"note: {note}", file=sys.stderr)
         check_output(path, kind=kind, force=force, inputs=inputs, data=data)
         try:
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+            tmp = Path(
+                tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+            )
             write_marker(tmp, kind)
         except OSError as exc:
             raise _write_error(path, exc) from exc

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
 
@@ -91,7 +92,7 @@ _FORMAT_METHODS = frozenset({"format", "format_map"})
 def _bounded_range(*args: int) -> range:
     values = range(*args)
     if len(values) > MAX_RANGE:
-        raise jinja2.sandbox.SecurityError(
+        raise SecurityError(
             f"range of {len(values):,} items; a contract template may use at most {MAX_RANGE:,}"
         )
     return values
@@ -156,11 +157,11 @@ class ContractEnvironment(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
-            raise jinja2.sandbox.SecurityError("exponentiation (**) is not allowed")
+            raise SecurityError("exponentiation (**) is not allowed")
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, str | list | tuple) and type(count) is int:
                 if len(seq) * max(count, 0) > MAX_REPEAT:
-                    raise jinja2.sandbox.SecurityError(
+                    raise SecurityError(
                         f"a repetition to {len(seq) * count:,} items (over {MAX_REPEAT:,})"
                     )
         return super().call_binop(context, operator, left, right)

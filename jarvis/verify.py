@@ -262,9 +262,16 @@ def check_adapter_stamp(
     manifest: Mapping[str, Any],
     contract: Contract | None,
 ) -> None:
-    """The adapter's `jarvis` block names this dataset's manifest and contract."""
-    from jarvis.adapter import check_stamp, read_stamp
+    """The adapter's `jarvis` block names this dataset's manifest and contract; its weights
+    are finite."""
+    from jarvis.adapter import check_adapter_weights, check_stamp, read_stamp
 
+    try:
+        check_adapter_weights(adapter)
+    except JarvisError as exc:
+        result.add("adapter-weights", False, str(exc))
+    else:
+        result.add("adapter-weights", True, "every adapter tensor is finite")
     try:
         stamp = read_stamp(adapter)
     except JarvisError as exc:

@@ -272,7 +272,9 @@ def test_rejects_are_written_verbatim_under_the_reject_rate(tmp_path: Path) -> N
 
 
 def test_non_utf8_rejects_are_kept_byte_for_byte(tmp_path: Path) -> None:
-    latin = '{"messages": [{"sender": "Zo\xe9", "text": "ça va"}], "reply": "oui"}'.encode("latin-1")
+    latin = '{"messages": [{"sender": "Zo\xe9", "text": "ça va"}], "reply": "oui"}'.encode(
+        "latin-1"
+    )
     path = tmp_path / "a.jsonl"
     path.write_bytes(b"".join(json.dumps(reply(i)).encode() + b"\n" for i in range(60)) + latin)
     render_dataset(recipe(path, max_reject_rate=0.05, split="0.8,0.1,0.1"), tmp_path / "out")

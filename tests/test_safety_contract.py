@@ -129,7 +129,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
 def test_yaml_alias_bomb_in_a_contract_is_refused_fast(tmp_path: Path) -> None:
     root = copy_root(tmp_path / "root")
     spec = root / "contracts" / "reply.yaml"
-    spec.write_text(spec.read_text() + "x_bomb:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines()))
+    spec.write_text(
+        spec.read_text() + "x_bomb:\n" + "".join(f"  {line}\n" for line in BOMB.splitlines())
+    )
     start = time.monotonic()
     code, _, err = invoke("--root", str(root), "contract", "list")
     assert time.monotonic() - start < 5
@@ -164,7 +166,10 @@ def _edit_lock(root: Path, edit: object) -> None:
             "reply@1: the fingerprint is not the hash of its parts (the lock was edited)",
         ),
         (lambda lock: lock["reply@1"].update({"fingerprint": 5}), "reply@1: fingerprint: expected"),
-        (lambda lock: lock["reply@1"].update({"parts": "abc"}), "reply@1: parts: expected a mapping"),
+        (
+            lambda lock: lock["reply@1"].update({"parts": "abc"}),
+            "reply@1: parts: expected a mapping",
+        ),
         (lambda lock: lock.update({"reply@1": []}), "reply@1: an entry is exactly"),
         (lambda lock: lock["codegen@1"].pop("parts"), "codegen@1: an entry is exactly"),
     ],

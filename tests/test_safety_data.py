@@ -50,7 +50,9 @@ def test_lone_surrogate_in_a_json_array_is_a_reject(tmp_path: Path) -> None:
         "--input", str(path), "--out", str(tmp_path / "o"), "--max-reject-rate", "1", "-q"
     )
     assert code == 0, err
-    (entry,) = [json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()]
+    (entry,) = [
+        json.loads(line) for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()
+    ]
     assert entry["raw"] == bad and entry["line"] == 22
 
 
@@ -176,7 +178,9 @@ def test_verify_refuses_manifest_paths_outside_the_dataset(
         (folder / "manifest.json").write_text(json.dumps(changed))
         code, out, _ = invoke("verify", str(folder))
         assert code == 1
-        assert f"FAIL manifest: {folder / 'manifest.json'}: files: {name!r} is not a file of " in out
+        assert (
+            f"FAIL manifest: {folder / 'manifest.json'}: files: {name!r} is not a file of " in out
+        )
         assert "passwd" not in out.split("refused", 1)[1]
 
 

@@ -505,11 +505,7 @@ def train_config_cmd(
     Every dataset is checked first, exactly as `jarvis train` does, so no config is written
     for a folder that is missing, empty or rendered with another contract.
     """
-    from pathlib import Path
-
-    from jarvis.errors import OutputExistsError
-    from jarvis.files import atomic_write_text
-    from jarvis.train import train_configs
+    from jarvis.train import train_configs, write_configs
 
     options = _options_from(kwargs)
     configs = train_configs(
@@ -521,11 +517,8 @@ def train_config_cmd(
     if len(configs) > 1 and out == "-":
         raise click.UsageError("a matrix needs --out DIR (one YAML file per model x dataset)")
     paths = [Path(out)] if len(configs) == 1 else [Path(out) / f"{c.name}.yaml" for c in configs]
-    existing = [p for p in paths if p.exists()]
-    if existing and not force:
-        raise OutputExistsError(f"{existing[0]} exists; pass --force to replace it")
-    for config, path in zip(configs, paths, strict=True):
-        atomic_write_text(path, config.to_yaml())
+    written = write_configs(configs, paths, force=force)
+    for config, path in zip(configs, written, strict=True):
         click.echo(f"wrote {path}  ({config.model} on {config.dataset})")
 
 

@@ -16,6 +16,7 @@ Everything is written into a temp folder beside the output and renamed into plac
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import math
@@ -328,8 +329,7 @@ class _Spill:
         self.files[shuffle >> 59].write(b"%016x%08x%04x\t%s\n" % (shuffle, unit, copy, payload))
 
     def close(self) -> None:
-        for fh in self.files:
-            fh.close()
+        _close_all(self.files)
 
     def buckets(self) -> Iterator[list[bytes]]:
         """Yield each bucket's lines, sorted by (hash, unit, copy), in hash order."""
@@ -805,12 +805,35 @@ class _Writer:
         return {"sha256": self.digest.hexdigest(), "rows": self.rows}
 
 
+def _close_all(files: Sequence[IO[bytes]]) -> None:
+    """Close every file even when one fails (a full disk fails the flush); raise the first."""
+    first: OSError | None = None
+    for fh in files:
+        try:
+            fh.close()
+        except OSError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+
+
 def _pass_two(tmp: Path, spill: _Spill, plan: _Plan) -> dict[str, dict[str, Any]]:
     writers = [
         _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
         for s, name in enumerate(SPLITS)
     ]
     records = _Writer(tmp / RECORDS)
+    try:
+        return _write_splits(spill, plan, writers, records)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _close_all([w.fh for w in [*writers, records] if w is not None])
+        raise
+
+
+def _write_splits(
+    spill: _Spill, plan: _Plan, writers: list[_Writer | None], records: _Writer
+) -> dict[str, dict[str, Any]]:
     split_json = [b'"%s"' % name.encode() for name in SPLITS]
     split_of = plan.split_of
     for lines in spill.buckets():

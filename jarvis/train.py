@@ -404,6 +404,50 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
+# The first line of every config `train-config` writes: `--force` replaces only such files.
+CONFIG_HEADER = "# Written by `jarvis train-config`."
+
+
+def write_configs(
+    configs: Sequence[ConfigFile], paths: Sequence[Path], *, force: bool = False
+) -> list[Path]:
+    """Write each config to its path, atomically, after checking every path first.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        OutputExistsError: a path exists and `force` is false, or two configs share a path.
+        OutputRefusedError: `force` would replace a file `train-config` did not write.
+    """
+    from jarvis.errors import OutputExistsError, OutputRefusedError
+
+    seen: dict[Path, ConfigFile] = {}
+    for config, path in zip(configs, paths, strict=True):
+        other = seen.get(path.absolute())
+        if other is not None:
+            raise OutputExistsError(
+                f"{path}: both {other.dataset} and {config.dataset} would write it (their "
+                "folders share a name); rename one dataset folder"
+            )
+        seen[path.absolute()] = config
+        if path.is_dir():
+            raise OutputRefusedError(f"{path}: is a folder, not a config file")
+        if path.exists():
+            if not force:
+                raise OutputExistsError(f"{path} exists; pass --force to replace it")
+            with path.open("rb") as fh:
+                first = fh.readline()
+            if not first.startswith(CONFIG_HEADER.encode()):
+                raise OutputRefusedError(
+                    f"{path}: --force replaces only a config `jarvis train-config` wrote; "
+                    "this file was not, so nothing was touched"
+                )
+    for config, path in zip(configs, paths, strict=True):
+        atomic_write_text(path, config.to_yaml())
+    return list(paths)
+
+
 @dataclass(frozen=True)
 class ConfigFile:
     """One written `mlx_lm.lora` YAML config."""
@@ -417,7 +461,7 @@ class ConfigFile:
     def to_yaml(self) -> str:
         """Return the YAML text (with a header comment saying how to run it)."""
         header = (
-            "# Written by `jarvis train-config`. Run it with:\n"
+            f"{CONFIG_HEADER} Run it with:\n"
             "#   mlx_lm.lora -c <this file>\n"
             "# or train with the same settings and checks: `jarvis train`.\n"
         )

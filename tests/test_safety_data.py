@@ -198,3 +198,51 @@ def test_eval_refuses_an_edited_records_file(
     )
     assert code == 6
     assert err.startswith(f"error: {records}: changed since it was rendered")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> object:
+    """A real 384 KiB tmpfs (needs root and mount rights; skipped elsewhere)."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_exit_13_and_the_previous_output_survives(
+    tmp_path: Path, small_fs: Path
+) -> None:
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps(reply(i)) + "\n" for i in range(100)))
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps(reply(i)) + "\n" for i in range(20_000)))
+    out = small_fs / "o"
+    assert render("--input", str(small), "--out", str(out), "-q")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = render("--input", str(big), "--out", str(out), "--force")
+    assert code == 13, err
+    assert err.startswith(f"error: {out}: cannot write the output (") and "No space left" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in small_fs.iterdir()] == ["o"]
+
+
+def test_a_read_only_output_folder_is_exit_13(tmp_path: Path, small_fs: Path) -> None:
+    import subprocess
+
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps(reply(i)) + "\n" for i in range(100)))
+    out = small_fs / "o"
+    assert render("--input", str(small), "--out", str(out), "-q")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    code, _, err = render("--input", str(small), "--out", str(out), "--force")
+    assert code == 13, err
+    assert "Read-only file system" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

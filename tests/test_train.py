@@ -281,3 +281,34 @@ def test_cli_refusal_prints_no_training_line(reply_dataset: Path, tmp_path: Path
     assert result.exit_code == 6
     assert "training " not in result.stdout
     assert result.stderr.startswith("error: ") and "fewer than --batch-size 64" in result.stderr
+
+
+def test_train_config_force_replaces_only_its_own_files(
+    reply_dataset: Path, tiny_model: Path, tmp_path: Path, make_dataset: Callable[..., Path]
+) -> None:
+    out = tmp_path / "run.yaml"
+    out.write_text("my: own\nnotes: keep\n")
+    args = ["train-config", "--model", str(tiny_model), "--dataset", str(reply_dataset)]
+    args += ["--adapter-path", str(tmp_path / "a"), "--out", str(out), "--batch-size", "2"]
+    result: Any = _run(*args)
+    assert (
+        result.exit_code == 12
+        and result.stderr == f"error: {out} exists; pass --force to replace it\n"
+    )
+    result = _run(*args, "--force")
+    assert result.exit_code == 12
+    assert result.stderr.startswith(f"error: {out}: --force replaces only a config")
+    assert out.read_text() == "my: own\nnotes: keep\n"
+    out.unlink()
+    assert _run(*args).exit_code == 0  # type: ignore[attr-defined]
+    assert _run(*args, "--force").exit_code == 0  # type: ignore[attr-defined]
+    # Two dataset folders of one name would write one file twice: refused, nothing written.
+    (tmp_path / "other").mkdir()
+    twin = make_dataset(tmp_path / "other" / reply_dataset.name)
+    matrix = ["train-config", "--model", str(tiny_model), "--dataset", str(reply_dataset)]
+    matrix += ["--dataset", str(twin), "--model", "org/x", "--batch-size", "2"]
+    matrix += ["--adapter-path", str(tmp_path / "ad"), "--out", str(tmp_path / "cfg")]
+    result = _run(*matrix)
+    assert result.exit_code == 12
+    assert "their folders share a name" in result.stderr
+    assert not (tmp_path / "cfg").exists()

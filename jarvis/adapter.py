@@ -167,9 +167,19 @@ def read_stamp(adapter_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
     Raises:
         ModelError: the adapter folder is not readable.
+        ContractMismatchError: the block is there but not a mapping (a damaged stamp is a
+            mismatch, never "no stamp").
     """
-    block = read_adapter_config(adapter_dir).get(BLOCK)
-    return block if isinstance(block, dict) else None
+    config = read_adapter_config(adapter_dir)
+    if BLOCK not in config:
+        return None
+    block = config[BLOCK]
+    if not isinstance(block, dict):
+        raise ContractMismatchError(
+            f"adapter {adapter_dir}: {CONFIG_FILE}: the {BLOCK!r} stamp is not a mapping "
+            f"({type(block).__name__}); retrain the adapter with `jarvis train`"
+        )
+    return block
 
 
 def _short(fingerprint: Any) -> str:

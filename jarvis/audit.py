@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jarvis.chat import THINK_PAIRS
 from jarvis.contract import Contract
 from jarvis.errors import ContractError, ModelError
+from jarvis.files import read_text
 
 Severity = Literal["ok", "note", "warning", "error"]
 Format = Literal["chat", "text"]
@@ -206,7 +207,7 @@ def load_chat_template(path: str | os.PathLike[str]) -> ChatTemplate:
         config = _read_json(config_path) if config_path.is_file() else {}
         jinja_path = p / "chat_template.jinja"
         if jinja_path.is_file():
-            source = jinja_path.read_text(encoding="utf-8")
+            source = read_text(jinja_path, ModelError)
         elif "chat_template" in config:
             source = _pick_template(config["chat_template"], config_path)
         else:
@@ -225,7 +226,7 @@ def load_chat_template(path: str | os.PathLike[str]) -> ChatTemplate:
         source = _pick_template(config.get("chat_template"), p)
         tokens, add_bos, thinking = _from_config(config)
         return ChatTemplate(p.name, source, tokens, add_bos, thinking, p)
-    source = p.read_text(encoding="utf-8")
+    source = read_text(p, ModelError)
     sidecar = p.with_suffix(".json")
     config = _read_json(sidecar) if sidecar.is_file() else {}
     tokens, add_bos, thinking = _from_config(config)

@@ -8,6 +8,7 @@ only inside the commands that run a model.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,27 @@ from typing import Any, TypeVar
 
 import click
 
-from jarvis.errors import EXIT_CODES, JarvisError
+from jarvis.errors import EXIT_CODES, INTERNAL_ERROR, JarvisError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses NaN and infinity (click's `FloatRange` lets NaN pass)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+# Seeds reach numpy and mlx, which take at most 32 and 64 bits: one range for every command.
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 class Terminated(BaseException):
@@ -47,6 +66,19 @@ class JarvisGroup(click.Group):
         except Terminated:
             click.echo("error: terminated (SIGTERM); temp files removed", err=True)
             ctx.exit(143)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            # Every expected failure is a JarvisError; anything else is a bug. Say so in one
+            # line (outputs are already safe: atomic_dir cleaned up), the traceback on request.
+            if os.environ.get("JARVIS_DEBUG"):
+                raise
+            click.echo(
+                f"error: internal error (a bug in jarvis, please report it): "
+                f"{type(exc).__name__}: {exc}; set JARVIS_DEBUG=1 for the traceback",
+                err=True,
+            )
+            ctx.exit(INTERNAL_ERROR)
 
 
 def root_option(fn: F) -> F:
@@ -260,7 +292,7 @@ def contract_check(ctx: click.Context) -> None:
 )
 @click.option("--out", type=click.Path(file_okay=False), help="Output dataset folder.")
 @click.option("--split", help="train,valid,test fractions. Default 0.9,0.05,0.05.")
-@click.option("--seed", type=int, help="Seed of the split and shuffle hashes. Default 0.")
+@click.option("--seed", type=SEED, help="Seed of the split and shuffle hashes. Default 0.")
 @click.option(
     "--format",
     "fmt",
@@ -279,7 +311,7 @@ def contract_check(ctx: click.Context) -> None:
 )
 @click.option(
     "--min-compliant",
-    type=float,
+    type=Finite(0.0, 1.0),
     help="Fail when the share of training targets passing every output check is below R.",
 )
 @click.option("--tokenizer", help="Model or tokenizer folder: count tokens as mlx-lm will.")
@@ -289,7 +321,9 @@ def contract_check(ctx: click.Context) -> None:
     type=click.Choice(["fail", "drop"]),
     help="A row over --max-seq-length fails the run (default) or goes to rejects.",
 )
-@click.option("--max-reject-rate", type=float, help="Allowed share of invalid records. Default 0.")
+@click.option(
+    "--max-reject-rate", type=Finite(0.0, 1.0), help="Allowed share of invalid records. Default 0."
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -365,7 +399,9 @@ def _train_options(fn: F) -> F:
     options = [
         click.option("--iters", default=100, show_default=True, type=click.IntRange(min=1)),
         click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1)),
-        click.option("--learning-rate", default=1e-5, show_default=True, type=float),
+        click.option(
+            "--learning-rate", default=1e-5, show_default=True, type=Finite(0.0, min_open=True)
+        ),
         click.option(
             "--num-layers",
             type=int,
@@ -382,9 +418,9 @@ def _train_options(fn: F) -> F:
             default=None,
             help="Train on the assistant reply only (default: on for chat data).",
         ),
-        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--seed", default=0, show_default=True, type=SEED),
         click.option("--rank", default=8, show_default=True, type=click.IntRange(min=1)),
-        click.option("--scale", default=20.0, show_default=True, type=float),
+        click.option("--scale", default=20.0, show_default=True, type=Finite()),
         click.option(
             "--max-seq-length", default=2048, show_default=True, type=click.IntRange(min=8)
         ),
@@ -539,9 +575,9 @@ def train_config_cmd(
 )
 @click.option("--sender", default="them", show_default=True, help="Sender of MESSAGE.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the contract's.")
-@click.option("--temp", type=click.FloatRange(min=0.0), help="Default: the contract's.")
-@click.option("--top-p", type=click.FloatRange(min=0.0, max=1.0), help="Default: the contract's.")
-@click.option("--seed", type=int, help="Seed the sampler for a reproducible reply.")
+@click.option("--temp", type=Finite(min=0.0), help="Default: the contract's.")
+@click.option("--top-p", type=Finite(0.0, 1.0, min_open=True), help="Default: the contract's.")
+@click.option("--seed", type=SEED, help="Seed the sampler for a reproducible reply.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable; default: the contract's).")
 @click.option("--stream", is_flag=True, help="Print the reply as it is generated.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -853,7 +889,7 @@ def dev() -> None:
 @click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--hidden", default=64, show_default=True, type=click.IntRange(min=16))
 @click.option("--vocab-size", default=512, show_default=True, type=click.IntRange(min=300))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 def dev_tiny_model(
     out: str, layers: int, hidden: int, vocab_size: int, seed: int, force: bool

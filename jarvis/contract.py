@@ -30,7 +30,7 @@ from jarvis.errors import (
     SpecialTokenError,
     TemplateVariableError,
 )
-from jarvis.files import load_yaml
+from jarvis.files import load_yaml, read_text
 from jarvis.render import (
     RENDERER_OPTIONS,
     SpecialTokenPolicy,
@@ -134,7 +134,7 @@ def read_spec(root: Path, name: str) -> ContractSpec:
         known = ", ".join(list_contract_names(root)) or "none"
         raise ContractNotFoundError(f"no contract {name!r} in {root} (known: {known})")
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        raw = load_yaml(read_text(path, ContractError))
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: invalid YAML: {exc}") from exc
     try:
@@ -368,6 +368,11 @@ def _build(
     clash = params & set(schema.model_fields)
     if clash:
         raise ContractError(f"{name}@{version}: parameters shadow schema fields: {sorted(clash)}")
+    if spec.group_key is not None and spec.group_key not in schema.model_fields:
+        raise ContractError(
+            f"contracts/{name}.yaml: versions.{version}.group_key: {spec.group_key!r} is not a "
+            f"field of {schema.__name__}"
+        )
     if schema.TARGET_FIELD not in fields:
         raise ContractError(f"{name}@{version}: schema {schema.__name__} has no target field")
 
@@ -437,7 +442,7 @@ def _build(
     system = render_template(templates["system"], dict(spec.parameters), where=roles["system"])
     object.__setattr__(contract, "system_prompt", system)
     if "assistant" in roles:
-        text = (folder / version_dir / roles["assistant"]).read_text(encoding="utf-8")
+        text = read_text(folder / version_dir / roles["assistant"], ContractError)
         bare = re.fullmatch(r"\{\{ *(\w+) *\}\}\n?", text)
         passthrough = bare is not None and bare.group(1) == schema.TARGET_FIELD
         object.__setattr__(contract, "_target_passthrough", passthrough)

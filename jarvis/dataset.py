@@ -70,7 +70,7 @@ class Recipe(BaseModel):
     contract: str
     inputs: list[str] = Field(min_length=1)
     split: tuple[float, float, float] = (0.9, 0.05, 0.05)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     format: Format = "chat"
     train_only: list[str] = Field(default_factory=list)
     repeat: dict[str, int] = Field(default_factory=dict)
@@ -145,7 +145,7 @@ class Recipe(BaseModel):
         file = Path(path)
         try:
             data = load_yaml(file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise InputError(f"{file}: cannot read the recipe: {exc}") from exc
         if not isinstance(data, dict):
             raise InputError(f"{file}: a recipe is a YAML mapping of settings")

@@ -19,7 +19,7 @@ from typing import Any
 from jarvis.chat import chatml
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import CheckFailedError, ContractError, InputError, JarvisError, LockError
-from jarvis.files import read_jsonl
+from jarvis.files import read_jsonl, read_text
 
 # Golden sample inputs per schema: enough to exercise every template branch of the bundled
 # contracts (a thread, several senders, exemplars, an optional input, non-ASCII text).
@@ -85,7 +85,7 @@ def sample_records(contract: Contract) -> list[tuple[str, dict[str, Any]]]:
     path = contract.root / "prompts" / contract.name / SAMPLES_FILE
     if path.is_file():
         samples: list[tuple[str, dict[str, Any]]] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(read_text(path, ContractError).splitlines(), 1):
             if not line.strip():
                 continue
             try:

@@ -113,6 +113,9 @@ class PromptTooLongError(TokenizationError):
     """A runtime prompt does not fit the model's context with room for `max_tokens`."""
 
 
+# Not a JarvisError: the CLI's last resort for an exception no module expected (a bug).
+INTERNAL_ERROR = 70
+
 # The one table the CLI and the README share: exit code -> meaning.
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -129,6 +132,7 @@ EXIT_CODES: dict[int, str] = {
     11: "model, tokenizer or adapter could not be loaded",
     12: "output exists (use --force), is not jarvis's to replace, or is being written",
     13: "output could not be written (permissions, disk full); the previous one is intact",
+    70: "internal error: a bug in jarvis (JARVIS_DEBUG=1 shows the traceback)",
     130: "interrupted (Ctrl-C, SIGINT), after cleaning up",
     143: "terminated (SIGTERM), after cleaning up",
 }

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from jarvis.errors import JarvisError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
@@ -38,13 +40,38 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_text(path: Path, error: type[JarvisError]) -> str:
+    """Read a UTF-8 text file strictly; any failure is `error` naming the file.
+
+    Raises:
+        error: unreadable, or not UTF-8 (with the reason and the byte offset).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
-    """Yield `(line number, raw line, parsed value or None when invalid JSON)` per line."""
-    with path.open(encoding="utf-8", newline="") as fh:
-        for number, raw in enumerate(fh, 1):
+    """Yield `(line number, raw line, parsed value or None)` per line.
+
+    A line that is not UTF-8 or not JSON (or nested too deeply) parses as None; its raw text
+    is decoded with U+FFFD replacements, for messages.
+    """
+    with path.open("rb") as fh:
+        for number, data in enumerate(fh, 1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError:
+                yield number, data.decode("utf-8", "replace"), None
+                continue
             try:
                 parsed = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = None
             yield number, raw, parsed
 

@@ -25,7 +25,7 @@ from jarvis.contract import (
     resolve_root,
 )
 from jarvis.errors import ContractError, LockError
-from jarvis.files import atomic_write_text, compose_yaml, load_yaml
+from jarvis.files import atomic_write_text, compose_yaml, load_yaml, read_text
 
 
 def check_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -99,11 +99,11 @@ def bump_version(name: str, root: str | os.PathLike[str] | None = None) -> tuple
     if dst.exists():
         raise ContractError(f"{dst} exists; remove it or edit it and add version {new} by hand")
     spec_path = path / "contracts" / f"{name}.yaml"
-    text = spec_path.read_text(encoding="utf-8")
+    text = read_text(spec_path, ContractError)
     updated = _append_version_block(text, old, new, where=spec_path)
     shutil.copytree(src, dst)
     for template in sorted(p for p in dst.rglob("*") if p.is_file()):
-        source = template.read_text(encoding="utf-8")
+        source = read_text(template, ContractError)
         for quote in ('"', "'"):
             source = source.replace(f"{quote}v{old}/", f"{quote}v{new}/")
         template.write_text(source, encoding="utf-8")

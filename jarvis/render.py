@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,10 @@ class ContractLoader(jinja2.BaseLoader):
             raise jinja2.TemplateNotFound(f"{template} (outside {self.folder})")
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
-        source = path.read_bytes().decode("utf-8")
+        try:
+            source = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
         mtime = path.stat().st_mtime
         return source, os.fspath(path), lambda: path.stat().st_mtime == mtime
 
@@ -89,13 +93,41 @@ MAX_REPEAT = 100_000
 _FORMAT_METHODS = frozenset({"format", "format_map"})
 
 
-def _bounded_range(*args: int) -> range:
+# All `range` loops of one render together: nested loops multiply, so each range is small
+# yet the product is bounded too.
+MAX_ITERATIONS = 100_000
+_BUDGET = threading.local()
+
+
+class _BudgetedRange:
+    """A `range` whose iteration draws on the render's iteration budget."""
+
+    def __init__(self, values: range) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._values
+
+    def __iter__(self) -> Iterator[int]:
+        for value in self._values:
+            _BUDGET.left = left = getattr(_BUDGET, "left", MAX_ITERATIONS) - 1
+            if left < 0:
+                raise SecurityError(
+                    f"range loops iterated over {MAX_ITERATIONS:,} times in one render"
+                )
+            yield value
+
+
+def _bounded_range(*args: int) -> _BudgetedRange:
     values = range(*args)
     if len(values) > MAX_RANGE:
         raise SecurityError(
             f"range of {len(values):,} items; a contract template may use at most {MAX_RANGE:,}"
         )
-    return values
+    return _BudgetedRange(values)
 
 
 def check_template_ast(node: jinja2.nodes.Node, where: str) -> None:
@@ -224,6 +256,7 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
     Raises:
         ContractError: the template failed (undefined attribute, sandbox violation).
     """
+    _BUDGET.left = MAX_ITERATIONS
     try:
         # Template.render copies the globals into a fresh context on every call; merging them
         # into a shared one is the same context, a third cheaper (render-dataset's hot loop).

@@ -130,6 +130,8 @@ def test_an_unwritable_output_is_exit_13_and_the_previous_output_survives(tmp_pa
         ("{{ range(1000000) | length }}", "range(1,000,000)"),
         ('{{ "a" * 1000000000 }}', "a repetition by 1,000,000,000"),
         ("{{ messages.__class__ }}", "the attribute '__class__'"),
+        ("{{ messages['__class__'] }}", "the item '__class__'"),
+        ("{{ persona_name.format(1) }}", "str.format"),
     ],
 )
 def test_hostile_template_constructs_are_refused_at_load(
@@ -246,3 +248,50 @@ def test_a_read_only_output_folder_is_exit_13(tmp_path: Path, small_fs: Path) ->
     assert code == 13, err
     assert "Read-only file system" in err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_nested_range_loops_are_bounded_at_render(tmp_path: Path) -> None:
+    root = copy_root(tmp_path / "root")
+    user = root / "prompts" / "reply" / "v1" / "user.j2"
+    loops = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
+    user.write_text(user.read_text() + loops + "\n")
+    os.remove(root / "contracts.lock")
+    start = time.monotonic()
+    code, _, err = invoke(
+        "--root", str(root), "reply", "--contract", "reply@1", "--dry-run", "hi"
+    )  # fmt: skip
+    assert time.monotonic() - start < 10
+    assert code == 3
+    assert err == (
+        "error: prompts/reply/v1/user.j2: range loops iterated over 100,000 times in one render\n"
+    )
+
+
+def test_a_group_key_that_is_not_a_field_is_refused(tmp_path: Path) -> None:
+    root = copy_root(tmp_path / "root")
+    spec = root / "contracts" / "reply.yaml"
+    spec.write_text(spec.read_text().replace("group_key: thread", "group_key: nope"))
+    code, _, err = invoke("--root", str(root), "contract", "show", "reply@1")
+    assert code == 3
+    assert err == (
+        "error: contracts/reply.yaml: versions.1.group_key: 'nope' is not a field of ReplyInput\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["render-dataset", "--seed", "99999999999999999999999"],
+        ["render-dataset", "--seed", "-1"],
+        ["render-dataset", "--max-reject-rate", "nan"],
+        ["train", "--learning-rate", "nan"],
+        ["train", "--learning-rate", "inf"],
+        ["reply", "--temp", "nan"],
+        ["reply", "--top-p", "nan"],
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(args: list[str]) -> None:
+    code, _, err = invoke(*args)
+    assert code == 2
+    option = args[1]
+    assert f"Invalid value for '{option}'" in err

@@ -142,3 +142,21 @@ def test_bfloat16_non_finite_weights_are_found(tmp_path: Path) -> None:
         {"a": good, "b": mx.array([1.0, float("nan")], dtype=mx.bfloat16), "c": good * 2},
     )
     assert nonfinite_tensors(path) == ["b"]
+
+
+def test_a_damaged_stamp_is_a_mismatch_not_an_unstamped_adapter(
+    tmp_path: Path, tiny_model: Path, trained_adapter: Path
+) -> None:
+    import json
+
+    bad = tmp_path / "bad"
+    shutil.copytree(trained_adapter, bad)
+    config = json.loads((bad / "adapter_config.json").read_text())
+    config["jarvis"] = 5
+    (bad / "adapter_config.json").write_text(json.dumps(config))
+    code, _, err = invoke("reply", "--model", str(tiny_model), "--adapter", str(bad), "hi")
+    assert code == 8
+    assert err == (
+        f"error: adapter {bad}: adapter_config.json: the 'jarvis' stamp is not a mapping (int); "
+        "retrain the adapter with `jarvis train`\n"
+    )

@@ -294,7 +294,7 @@ def atomic_dir(
         note = recover(path)
         if note is not None:
             print(f"note: {note}", file=sys.stderr)
-        check_output(path, kind=kind, force=force, inputs=inputs, data=data)
+        check_output(dest, kind=kind, force=force, inputs=inputs, data=data)
         try:
             tmp = Path(
                 tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)

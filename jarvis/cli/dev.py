@@ -1,0 +1,37 @@
+"""`jarvis dev`: developer tools (the tiny offline model)."""
+
+from __future__ import annotations
+
+import click
+
+from jarvis.cli.common import (
+    SEED,
+)
+
+
+@click.group("dev")
+def dev() -> None:
+    """Developer tools: fixtures for tests, demos and benchmarks."""
+
+
+@dev.command("tiny-model")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--layers", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--hidden", default=64, show_default=True, type=click.IntRange(min=16))
+@click.option("--vocab-size", default=512, show_default=True, type=click.IntRange(min=300))
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def dev_tiny_model(
+    out: str, layers: int, hidden: int, vocab_size: int, seed: int, force: bool
+) -> None:
+    """Build a tiny random llama model folder in OUT, offline, in seconds.
+
+    A byte-level BPE tokenizer trained on the fly, a ChatML chat template, config.json and
+    safetensors: `mlx_lm.load` opens it. Its replies are noise; it exercises the real paths.
+    """
+    from jarvis.tiny import build_tiny_model
+
+    path = build_tiny_model(
+        out, layers=layers, hidden=hidden, vocab_size=vocab_size, seed=seed, force=force
+    )
+    click.echo(f"wrote {path} (llama, {layers} layers, hidden {hidden})")

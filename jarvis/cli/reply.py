@@ -1,0 +1,160 @@
+"""`jarvis reply`: one request through the contract, on a warm model for this process."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from jarvis.cli.common import (
+    SEED,
+    Finite,
+    echo_json,
+    get_root,
+    read_text_input,
+    root_option,
+)
+
+
+@click.command("reply")
+@click.argument("message", required=False)
+@click.option("--model", help="Base model folder or hub id (optional with --dry-run).")
+@click.option("--adapter", type=click.Path(file_okay=False), help="Adapter folder (jarvis train).")
+@click.option(
+    "--contract", "contract_ref", default="reply", show_default=True, help="Contract ref."
+)
+@click.option(
+    "--conversation",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="A file (or '-'): JSON record or message list, or `sender: text` lines.",
+)
+@click.option("--sender", default="them", show_default=True, help="Sender of MESSAGE.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the contract's.")
+@click.option("--temp", type=Finite(min=0.0), help="Default: the contract's.")
+@click.option("--top-p", type=Finite(0.0, 1.0, min_open=True), help="Default: the contract's.")
+@click.option("--seed", type=SEED, help="Seed the sampler for a reproducible reply.")
+@click.option("--stop", multiple=True, help="Stop string (repeatable; default: the contract's).")
+@click.option("--stream", is_flag=True, help="Print the reply as it is generated.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the rendered prompt and fingerprint; load no model."
+)
+@click.option("--strict", is_flag=True, help="Exit 9 when the reply fails an output check.")
+@click.option(
+    "--allow-mismatch", is_flag=True, help="Load an adapter whose jarvis stamp does not match."
+)
+@click.option("--no-cache", is_flag=True, help="Do not reuse the prefilled system prefix.")
+@root_option
+@click.pass_context
+def reply_cmd(
+    ctx: click.Context,
+    message: str | None,
+    model: str | None,
+    adapter: str | None,
+    contract_ref: str,
+    conversation: Any,
+    sender: str,
+    max_tokens: int | None,
+    temp: float | None,
+    top_p: float | None,
+    seed: int | None,
+    stop: tuple[str, ...],
+    stream: bool,
+    as_json: bool,
+    dry_run: bool,
+    strict: bool,
+    allow_mismatch: bool,
+    no_cache: bool,
+) -> None:
+    """Reply to MESSAGE (or --conversation FILE, or '-' for stdin) through the contract.
+
+    The prompt is rendered by the contract and the base model's chat template exactly as
+    training saw it. An adapter stamped with another contract or base model is refused
+    (exit 8) unless --allow-mismatch.
+    """
+    import warnings
+
+    from jarvis.contract import load_contract
+    from jarvis.engine import parse_request, request_messages
+
+    if (message is None) == (conversation is None):
+        raise click.UsageError("give exactly one of MESSAGE, --conversation FILE, or '-'")
+    if stream and as_json:
+        raise click.UsageError("--stream and --json cannot be combined")
+    contract = load_contract(contract_ref, root=get_root(ctx))
+    if conversation is not None:
+        request = parse_request(contract, read_text_input(conversation), sender=sender)
+    elif message == "-":
+        request = parse_request(contract, read_text_input("-"), sender=sender)
+    else:
+        request = parse_request(contract, str(message), sender=sender, lines=False)
+    # Validate the request before paying for the model load (seconds).
+    request_messages(contract, request)
+
+    if dry_run:
+        from jarvis.chat import apply_chat_template, chatml, load_tokenizer
+
+        tokenizer = load_tokenizer(model) if model is not None else None
+        messages = request_messages(contract, request, tokenizer=tokenizer)
+        if tokenizer is not None:
+            prompt = apply_chat_template(tokenizer, messages, add_generation_prompt=True)
+            template = f"chat template of {model}"
+        else:
+            prompt, template = chatml(messages, add_generation_prompt=True), "ChatML (no --model)"
+        if as_json:
+            info = {"contract": contract.ref, "fingerprint": contract.fingerprint}
+            echo_json({**info, "template": template, "messages": messages, "prompt": prompt})
+        else:
+            click.echo(f"# {contract.ref} fingerprint {contract.fingerprint}", err=True)
+            click.echo(f"# rendered with the {template}", err=True)
+            click.echo(prompt, nl=False)
+        return
+
+    if model is None:
+        raise click.UsageError("--model is required (except with --dry-run)")
+    from jarvis.adapter import AdapterMismatchWarning, UnstampedAdapterWarning
+    from jarvis.engine import ReplyEngine
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnstampedAdapterWarning)
+        warnings.simplefilter("always", AdapterMismatchWarning)
+        engine = ReplyEngine(
+            model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=get_root(ctx)
+        )
+    for w in caught:
+        if issubclass(w.category, UnstampedAdapterWarning | AdapterMismatchWarning):
+            click.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    options: dict[str, Any] = {
+        "max_tokens": max_tokens,
+        "temperature": temp,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": list(stop) if stop else None,
+        "use_cache": not no_cache,
+    }
+    reply = None
+    for chunk in engine.stream_reply(request, **options):
+        if stream and chunk.text:
+            click.echo(chunk.text, nl=False)
+            sys.stdout.flush()
+        reply = chunk.reply or reply
+    assert reply is not None
+    if as_json:
+        echo_json(reply.to_dict())
+    else:
+        click.echo("" if stream else reply.text)
+        marks = " ".join(f"{c.name} {'ok' if c.passed else 'FAILED'}" for c in reply.checks)
+        click.echo(
+            f"# {reply.contract} | {reply.generation_tokens} tokens ({reply.finish_reason}) | "
+            f"ttft {reply.ttft_s * 1000:.1f} ms | {reply.tokens_per_s:.1f} tok/s | "
+            f"prefix cache {reply.cached_prefix_tokens}/{reply.prompt_tokens} | checks: {marks}",
+            err=True,
+        )
+    if strict and not reply.passed:
+        from jarvis.errors import OutputCheckError
+
+        failed = [f"{c.name} ({c.detail})" for c in reply.checks if not c.passed]
+        raise OutputCheckError("the reply failed output checks: " + ", ".join(failed))

@@ -377,6 +377,11 @@ def train(
         config = mlx_config(ds, model, tmp, options, stamp, layers=len(base.layers))
         args = types.SimpleNamespace(**{**lora.CONFIG_DEFAULTS, **config})
         try:
+            # mlx_lm.lora's run() seeds numpy (batch order) and train_model seeds mlx (LoRA
+            # init, dropout); calling train_model directly must seed numpy the same way.
+            import numpy as np
+
+            np.random.seed(options.seed)
             with contextlib.redirect_stdout(log):
                 sets: Any = mlx_datasets.load_dataset(args, tokenizer)
                 callback: Any = monitor

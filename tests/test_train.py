@@ -312,3 +312,24 @@ def test_train_config_force_replaces_only_its_own_files(
     assert result.exit_code == 12
     assert "their folders share a name" in result.stderr
     assert not (tmp_path / "cfg").exists()
+
+
+def test_same_seed_and_data_give_a_byte_identical_adapter(
+    tiny_model: Path, reply_dataset: Path, tmp_path: Path
+) -> None:
+    options = TrainOptions(iters=6, batch_size=2, learning_rate=1e-3, num_layers=2, rank=4)
+    digests, losses = [], []
+    for run in range(3):
+        result = train(reply_dataset, str(tiny_model), tmp_path / f"a{run}", options)
+        digests.append(hashlib.sha256((result.adapter_path / "adapters.safetensors").read_bytes()))
+        losses.append(result.losses)
+    assert len({d.hexdigest() for d in digests}) == 1
+    assert losses[0] == losses[1] == losses[2]
+    other = train(
+        reply_dataset,
+        str(tiny_model),
+        tmp_path / "b",
+        TrainOptions(**{**options.__dict__, "seed": 1}),
+    )
+    other_digest = hashlib.sha256((other.adapter_path / "adapters.safetensors").read_bytes())
+    assert other_digest.hexdigest() != digests[0].hexdigest()

@@ -225,10 +225,12 @@ def check_stamp_base(
     chat_template_sha: str | None,
     base_config_sha256: str | None,
     base_weights_sha256: str | None,
+    base: str | None = None,
 ) -> list[str]:
     """Compare a stamp with the base model it is about to be used with.
 
-    A hash given as None, or missing from an older stamp, is not compared.
+    A hash given as None, or missing from an older stamp, is not compared. `base` names the
+    model in use, so that a message names both bases.
 
     Returns:
         Mismatch messages (chat template, config.json, weights); empty when they match.
@@ -236,25 +238,26 @@ def check_stamp_base(
     if stamp is None:
         return []
     problems: list[str] = []
+    this = f"this base {base}" if base else "this base"
     recorded_template = stamp.get("chat_template_sha256")
     if chat_template_sha and recorded_template and recorded_template != chat_template_sha:
         problems.append(
             f"{where} was trained with another chat template "
-            f"({_short(recorded_template)}, base has {_short(chat_template_sha)}; "
+            f"({_short(recorded_template)}, {this} has {_short(chat_template_sha)}; "
             f"trained on base {stamp.get('base_model')})"
         )
     recorded = stamp.get("base_model_config_sha256")
     if base_config_sha256 and recorded and recorded != base_config_sha256:
         problems.append(
             f"{where} was trained on another base model: {stamp.get('base_model')} "
-            f"(config {_short(recorded)}, this base has {_short(base_config_sha256)})"
+            f"(config {_short(recorded)}), not {this} (config {_short(base_config_sha256)})"
         )
     weights = stamp.get("base_model_weights_sha256")
     if base_weights_sha256 and weights and weights != base_weights_sha256:
         # mlx-lm loads an adapter onto any base of the right shapes; only this catches it.
         problems.append(
             f"{where} was trained on other base weights: {stamp.get('base_model')} "
-            f"(weights {_short(weights)}, this base has {_short(base_weights_sha256)})"
+            f"(weights {_short(weights)}), not {this} (weights {_short(base_weights_sha256)})"
         )
     return problems
 
@@ -372,6 +375,7 @@ def check_adapter(
         chat_template_sha=template_sha,
         base_config_sha256=config_sha,
         base_weights_sha256=weights_sha,
+        base=None if base_model is None else str(base_model),
     )
     return raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
 

@@ -255,17 +255,22 @@ class ReplyEngine:
             self.stamp = read_stamp(adapter)
             problems, notes = check_stamp(self.stamp, self.contract, where=where)
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
-        self.model, self.tokenizer = _load(self.model_id, self.adapter)
-        if self.stamp is not None:
-            folder = resolve_model_dir(self.model_id)
+        folder = resolve_model_dir(self.model_id)
+        if self.stamp is not None and folder is not None:
+            # The base check runs before mlx-lm touches the adapter: on a base of another
+            # shape mlx-lm would fail with a dump of parameter names instead.
+            from jarvis.chat import load_tokenizer
+
             problems = check_stamp_base(
                 self.stamp,
                 where=where,
-                chat_template_sha=chat_template_sha256(self.tokenizer),
-                base_config_sha256=config_sha256(folder) if folder is not None else None,
-                base_weights_sha256=weights_sha256(folder) if folder is not None else None,
+                chat_template_sha=chat_template_sha256(load_tokenizer(folder)),
+                base_config_sha256=config_sha256(folder),
+                base_weights_sha256=weights_sha256(folder),
+                base=self.model_id,
             )
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
+        self.model, self.tokenizer = _load(self.model_id, self.adapter)
         emit_warnings(self.warnings, stamped=self.stamp is not None)
         self.context_length = context_length(resolve_model_dir(self.model_id))
         self.enable_thinking = has_thinking(self.tokenizer)

@@ -158,3 +158,17 @@ loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("mlx", "mlx_lm", "
 assert not loaded, loaded
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_adapter_on_a_base_of_another_shape_is_refused_before_mlx_lm_loads_it(
+    tmp_path: Path, trained_adapter: Path, tiny_model: Path
+) -> None:
+    from jarvis.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "wide", hidden=128)
+    result = _run("--model", str(other), "--adapter", str(trained_adapter), "hi")
+    assert result.exit_code == 8
+    (line,) = result.stderr.splitlines()  # one line, never mlx-lm's parameter dump
+    assert line.startswith(f"error: adapter {trained_adapter} was trained on another base model: ")
+    assert str(tiny_model) in line and str(other) in line
+    assert "lora_a" not in result.stderr

@@ -128,6 +128,7 @@ def make_stamp(
         "version": contract.version,
         "ref": contract.ref,
         "fingerprint": contract.fingerprint,
+        "contract_root": str(contract.root),
         "dataset": dataset,
         "dataset_manifest_sha256": manifest_sha256,
         "base_model": base_model,
@@ -182,6 +183,24 @@ def read_stamp(adapter_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     return block
 
 
+def stamp_contract(
+    stamp: Mapping[str, Any] | None, root: str | os.PathLike[str] | None = None
+) -> tuple[str | None, str | None]:
+    """The contract an adapter was trained on, as (ref, root to load it from).
+
+    `root` when given wins; else the stamp's recorded root when it still exists.
+    """
+    if stamp is None:
+        return None, None if root is None else os.fspath(root)
+    ref = stamp.get("ref") or (
+        f"{stamp['contract']}@{stamp['version']}" if "contract" in stamp else None
+    )
+    recorded = stamp.get("contract_root")
+    if root is None and isinstance(recorded, str) and (Path(recorded) / "contracts").is_dir():
+        root = recorded
+    return (str(ref) if ref else None), (None if root is None else os.fspath(root))
+
+
 def _short(fingerprint: Any) -> str:
     return str(fingerprint)[:12]
 
@@ -211,10 +230,14 @@ def check_stamp(
         or stamp["version"] != contract.version
         or stamp["fingerprint"] != contract.fingerprint
     ):
-        return [
+        message = (
             f"{where} was trained on {trained} (fingerprint {_short(stamp['fingerprint'])}) "
             f"but the contract is {contract.ref} (fingerprint {contract.short_fingerprint})"
-        ], []
+        )
+        if stamp["contract"] == contract.name and stamp["version"] != contract.version:
+            # Typically a `contract bump` since training: the old version still loads.
+            message += f"; to serve it as trained, pass --contract {trained}"
+        return [message], []
     return [], []
 
 

@@ -1071,6 +1071,7 @@ def _manifest(
             "version": contract.version,
             "ref": contract.ref,
             "fingerprint": contract.fingerprint,
+            "root": str(contract.root),
         },
         "format": recipe.format,
         "recipe": _stored_recipe(recipe),
@@ -1202,6 +1203,18 @@ def load_manifest(dataset_dir: str | os.PathLike[str]) -> dict[str, Any]:
         state = "missing" if not train.is_file() else "empty"
         raise DatasetError(f"{train}: {state}; nothing to train on")
     return dict(manifest)
+
+
+def manifest_root(manifest: Mapping[str, Any], root: str | os.PathLike[str] | None) -> str | None:
+    """The contract root to read a dataset's contract from: `root` when given, else the root
+    the manifest records (when it still exists), else None ($JARVIS_ROOT, the bundled root)."""
+    if root is not None:
+        return os.fspath(root)
+    info = manifest.get("contract")
+    recorded = info.get("root") if isinstance(info, Mapping) else None
+    if isinstance(recorded, str) and (Path(recorded) / "contracts").is_dir():
+        return recorded
+    return None
 
 
 def format_summary(manifest: Mapping[str, Any]) -> str:

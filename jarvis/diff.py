@@ -144,13 +144,15 @@ def load_dataset_side(
         DatasetError: the manifest is missing or malformed.
         InputError: `records.jsonl` is missing or malformed.
     """
-    from jarvis.dataset import load_manifest, read_records
+    from jarvis.dataset import load_manifest, manifest_root, read_records
     from jarvis.splits import SPLITS
 
     path = Path(folder)
     manifest = load_manifest(path)
     info = manifest["contract"]
-    contract = load_contract(str(info["ref"]), root=root, enforce_lock=False)
+    contract = load_contract(
+        str(info["ref"]), root=manifest_root(manifest, root), enforce_lock=False
+    )
     note = ""
     if contract.fingerprint != info.get("fingerprint"):
         note = (

@@ -27,6 +27,7 @@ from jarvis.adapter import (
     raise_or_allow,
     read_stamp,
     resolve_model_dir,
+    stamp_contract,
     weights_sha256,
 )
 from jarvis.chat import apply_chat_template, common_prefix_length, has_thinking, special_tokens
@@ -221,10 +222,10 @@ class ReplyEngine:
 
     def __init__(
         self,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None = None,
         adapter: str | os.PathLike[str] | None = None,
         *,
-        contract: str | Contract = "reply",
+        contract: str | Contract | None = None,
         allow_mismatch: bool = False,
         root: str | os.PathLike[str] | None = None,
         prefix_cache: bool = True,
@@ -232,9 +233,12 @@ class ReplyEngine:
         """Load the model and adapter, check the stamp, and prefill the system prefix.
 
         Args:
-            model: a local model folder or a hub id (already in the local cache when offline).
+            model: a local model folder or a hub id; default: the base the adapter's stamp
+                names.
             adapter: an mlx-lm adapter folder, normally written by `jarvis train`.
-            contract: contract ref or `Contract` the prompts are rendered with.
+            contract: contract ref or `Contract` the prompts are rendered with; default: the
+                one the adapter's stamp names (from the root it was trained from), else
+                `reply`.
             allow_mismatch: load an adapter whose stamp does not match (warns instead).
             root: contract root (default `$JARVIS_ROOT`, else the bundled root).
             prefix_cache: prefill the static system prefix once and reuse it.
@@ -244,15 +248,24 @@ class ReplyEngine:
                 fingerprint, chat template or base model.
             ModelError: the model or adapter cannot be loaded.
         """
-        self.contract = load_contract(contract, root=root)
-        self.model_id = os.fspath(model)
         self.adapter = str(Path(adapter).absolute()) if adapter is not None else None
         self.warnings: list[str] = []
         self.stamp: dict[str, Any] | None = None
         where = f"adapter {adapter}"
         if adapter is not None:
-            # Refuse a contract mismatch before paying for the model load.
             self.stamp = read_stamp(adapter)
+        if contract is None:
+            ref, stamp_root = stamp_contract(self.stamp, root)
+            contract, root = ref or "reply", stamp_root
+        self.contract = load_contract(contract, root=root)
+        if model is None:
+            base = (self.stamp or {}).get("base_model")
+            if not isinstance(base, str):
+                raise ModelError("no model given, and no adapter stamp names its base model")
+            model = base
+        self.model_id = os.fspath(model)
+        if adapter is not None:
+            # Refuse a contract mismatch before paying for the model load.
             problems, notes = check_stamp(self.stamp, self.contract, where=where)
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
         folder = resolve_model_dir(self.model_id)

@@ -320,6 +320,9 @@ def run_eval(
     folder = Path(dataset)
     out = Path(out)
     manifest, records = load_split(folder, split, limit)
+    from jarvis.dataset import manifest_root
+
+    root = manifest_root(manifest, root)
     contract = load_contract(str(manifest["contract"]["ref"]), root=root)
     reads: list[str | os.PathLike[str]] = [
         folder,

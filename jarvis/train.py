@@ -34,7 +34,7 @@ from jarvis.adapter import (
     weights_sha256,
 )
 from jarvis.contract import Contract, load_contract
-from jarvis.dataset import MANIFEST, load_manifest
+from jarvis.dataset import MANIFEST, load_manifest, manifest_root
 from jarvis.errors import (
     ContractMismatchError,
     DatasetError,
@@ -135,7 +135,9 @@ def load_dataset(
     manifest = load_manifest(folder)
     info = manifest["contract"]  # load_manifest checked its name, version and fingerprint
     ref = str(info.get("ref") or f"{info['name']}@{info['version']}")
-    expected = load_contract(contract if contract is not None else ref, root=root)
+    expected = load_contract(
+        contract if contract is not None else ref, root=manifest_root(manifest, root)
+    )
     if expected.ref != ref or expected.fingerprint != info["fingerprint"]:
         raise ContractMismatchError(
             f"{folder} was rendered with {ref} (fingerprint {str(info['fingerprint'])[:12]}) "

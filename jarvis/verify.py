@@ -19,7 +19,14 @@ from typing import Any
 
 from jarvis.audit import AuditReport, Format, audit_chat_template, load_chat_template
 from jarvis.contract import Contract, load_contract, read_lock
-from jarvis.dataset import MANIFEST, RECORDS, Recipe, RowRenderer, load_manifest
+from jarvis.dataset import (
+    MANIFEST,
+    RECORDS,
+    Recipe,
+    RowRenderer,
+    load_manifest,
+    manifest_root,
+)
 from jarvis.errors import CheckFailedError, JarvisError, LockError
 from jarvis.files import read_jsonl, sha256_and_lines, sha256_file
 from jarvis.splits import SPLITS
@@ -591,6 +598,7 @@ def verify_dataset(
         f"{info.get('ref')} {str(info.get('fingerprint'))[:12]}, format "
         f"{manifest.get('format')}",
     )
+    root = manifest_root(manifest, root)
     contract = check_contract(result, manifest, root, serve)
     check_files(result, path, manifest)
     data = _load_data(path)

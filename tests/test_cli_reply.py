@@ -172,3 +172,28 @@ def test_an_adapter_on_a_base_of_another_shape_is_refused_before_mlx_lm_loads_it
     assert line.startswith(f"error: adapter {trained_adapter} was trained on another base model: ")
     assert str(tiny_model) in line and str(other) in line
     assert "lora_a" not in result.stderr
+
+
+def test_the_adapter_names_its_contract_root_and_base(
+    tmp_path: Path, tiny_model: Path, make_dataset: Any
+) -> None:
+    from contract_root import copy_root
+    from jarvis.lock import bump_version, write_lock
+    from jarvis.train import TrainOptions, train
+
+    root = copy_root(tmp_path / "root")
+    dataset = make_dataset(tmp_path / "ds", root=root)
+    options = TrainOptions(iters=2, batch_size=2, learning_rate=1e-3, num_layers=2, rank=4)
+    adapter = train(dataset, str(tiny_model), tmp_path / "adapter", options).adapter_path
+    # Neither --root, --contract nor --model: the manifest and the stamp say where they are.
+    verify = CliRunner().invoke(cli, ["verify", str(dataset), "--adapter", str(adapter)])
+    assert verify.exit_code == 0, verify.output
+    bump_version("reply", root)
+    write_lock(root)
+    result = _run("--adapter", str(adapter), "--json", "--max-tokens", "4", "you", "up?")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["contract"] == "reply@1"  # as trained, not the bumped @2
+    result = _run("--root", str(root), "--contract", "reply", "--adapter", str(adapter), "hi")
+    assert result.exit_code == 8
+    assert "but the contract is reply@2" in result.stderr
+    assert "to serve it as trained, pass --contract reply@1" in result.stderr

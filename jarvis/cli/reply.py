@@ -18,11 +18,23 @@ from jarvis.cli.common import (
 
 
 @click.command("reply")
-@click.argument("message", required=False)
-@click.option("--model", help="Base model folder or hub id (optional with --dry-run).")
-@click.option("--adapter", type=click.Path(file_okay=False), help="Adapter folder (jarvis train).")
+@click.argument("message", nargs=-1)
 @click.option(
-    "--contract", "contract_ref", default="reply", show_default=True, help="Contract ref."
+    "--model",
+    help="Base model folder or hub id. Default: the base the adapter's stamp names "
+    "(none needed with --dry-run).",
+)
+@click.option(
+    "--adapter",
+    "--adapter-path",
+    "adapter",
+    type=click.Path(file_okay=False),
+    help="Adapter folder (jarvis train).",
+)
+@click.option(
+    "--contract",
+    "contract_ref",
+    help="Contract ref. Default: the adapter's (from its stamp), else reply.",
 )
 @click.option(
     "--conversation",
@@ -31,7 +43,9 @@ from jarvis.cli.common import (
 )
 @click.option("--sender", default="them", show_default=True, help="Sender of MESSAGE.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the contract's.")
-@click.option("--temp", type=Finite(min=0.0), help="Default: the contract's.")
+@click.option(
+    "--temperature", "--temp", "temp", type=Finite(min=0.0), help="Default: the contract's."
+)
 @click.option("--top-p", type=Finite(0.0, 1.0, min_open=True), help="Default: the contract's.")
 @click.option("--seed", type=SEED, help="Seed the sampler for a reproducible reply.")
 @click.option("--stop", multiple=True, help="Stop string (repeatable; default: the contract's).")
@@ -49,10 +63,10 @@ from jarvis.cli.common import (
 @click.pass_context
 def reply_cmd(
     ctx: click.Context,
-    message: str | None,
+    message: tuple[str, ...],
     model: str | None,
     adapter: str | None,
-    contract_ref: str,
+    contract_ref: str | None,
     conversation: Any,
     sender: str,
     max_tokens: int | None,
@@ -69,6 +83,8 @@ def reply_cmd(
 ) -> None:
     """Reply to MESSAGE (or --conversation FILE, or '-' for stdin) through the contract.
 
+    MESSAGE may be several words, quoted or not: `jarvis reply --sender Sam you up?`.
+
     The prompt is rendered by the contract and the base model's chat template exactly as
     training saw it. An adapter stamped with another contract or base model is refused
     (exit 8) unless --allow-mismatch.
@@ -78,17 +94,24 @@ def reply_cmd(
     from jarvis.contract import load_contract
     from jarvis.engine import parse_request, request_messages
 
-    if (message is None) == (conversation is None):
+    if bool(message) == (conversation is not None):
         raise click.UsageError("give exactly one of MESSAGE, --conversation FILE, or '-'")
     if stream and as_json:
         raise click.UsageError("--stream and --json cannot be combined")
-    contract = load_contract(contract_ref, root=get_root(ctx))
+    root = get_root(ctx)
+    if contract_ref is None and adapter is not None:
+        from jarvis.adapter import read_stamp, stamp_contract
+
+        ref, root = stamp_contract(read_stamp(adapter), root)
+        contract_ref = ref
+    contract = load_contract(contract_ref or "reply", root=root)
+    text = " ".join(message)
     if conversation is not None:
         request = parse_request(contract, read_text_input(conversation), sender=sender)
-    elif message == "-":
+    elif text == "-":
         request = parse_request(contract, read_text_input("-"), sender=sender)
     else:
-        request = parse_request(contract, str(message), sender=sender, lines=False)
+        request = parse_request(contract, text, sender=sender, lines=False)
     # Validate the request before paying for the model load (seconds).
     request_messages(contract, request)
 
@@ -111,8 +134,8 @@ def reply_cmd(
             click.echo(prompt, nl=False)
         return
 
-    if model is None:
-        raise click.UsageError("--model is required (except with --dry-run)")
+    if model is None and adapter is None:
+        raise click.UsageError("--model is required (except with --dry-run or --adapter)")
     from jarvis.adapter import AdapterMismatchWarning, UnstampedAdapterWarning
     from jarvis.engine import ReplyEngine
 
@@ -120,7 +143,7 @@ def reply_cmd(
         warnings.simplefilter("always", UnstampedAdapterWarning)
         warnings.simplefilter("always", AdapterMismatchWarning)
         engine = ReplyEngine(
-            model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=get_root(ctx)
+            model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=root
         )
     for w in caught:
         if issubclass(w.category, UnstampedAdapterWarning | AdapterMismatchWarning):

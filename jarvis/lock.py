@@ -17,6 +17,7 @@ import yaml
 
 from jarvis.contract import (
     LOCK_FILE,
+    bundled_root,
     ContractSpec,
     load_all,
     lock_mismatch_message,
@@ -49,6 +50,25 @@ def check_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
     return problems
 
 
+def writable_root(path: Path) -> Path:
+    """Refuse to write into the contract root shipped inside the installed package.
+
+    Changing it would change `reply` for every app in the environment, and the next
+    `pip install` would silently undo it.
+
+    Raises:
+        ContractError: `path` is the installed bundled root (names the ways out).
+    """
+    bundled = bundled_root()
+    if bundled.name == "_bundled" and path.resolve() == bundled.resolve():
+        raise ContractError(
+            f"{path} is the contract root bundled inside the installed jarvis package, which "
+            "is read-only: start your own with `jarvis contract new NAME --root DIR`, or copy "
+            f"this one (`cp -r {path} DIR`) and pass `--root DIR` (or set JARVIS_ROOT)"
+        )
+    return path
+
+
 def write_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
     """Add every unlocked contract version to `contracts.lock` (written atomically).
 
@@ -61,6 +81,9 @@ def write_lock(root: str | os.PathLike[str] | None = None) -> list[str]:
     path = resolve_root(root)
     lock = read_lock(path)
     added: list[str] = []
+    pending = [c.ref for c in load_all(path, enforce_lock=False) if c.ref not in lock]
+    if pending or not (path / LOCK_FILE).exists():
+        writable_root(path)
     for contract in load_all(path, enforce_lock=False):
         entry = lock.get(contract.ref)
         if entry is None:
@@ -91,7 +114,7 @@ def bump_version(name: str, root: str | os.PathLike[str] | None = None) -> tuple
     Raises:
         ContractError: the new version's folder exists, or the spec cannot be extended.
     """
-    path = resolve_root(root)
+    path = writable_root(resolve_root(root))
     spec = read_spec(path, name)
     old = max(spec.versions)
     new = old + 1

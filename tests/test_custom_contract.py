@@ -94,3 +94,30 @@ def test_render_dataset_with_own_schema(root: Path, tmp_path: Path) -> None:
     )
     assert manifest["contract"]["ref"] == "support@1"
     assert sum(s["rows"] for s in manifest["splits"].values()) == 120
+
+
+def test_contract_new_scaffolds_a_working_locked_contract(tmp_path: Path) -> None:
+    root = tmp_path / "mine"
+    code, out, err = invoke("contract", "new", "help-desk", "--root", str(root))
+    assert code == 0, err
+    assert out.splitlines()[0] == f"created and locked help-desk@1 in {root}:"
+    assert (root / "help_desk_schema.py").is_file()
+    code, out, _ = invoke("--root", str(root), "contract", "check")
+    assert code == 0
+    rows = [{"question": f"q{i}?", "answer": f"a {i}."} for i in range(100)]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = invoke(
+        "--root", str(root), "render-dataset", "--contract", "help-desk@1", "--input", str(data),
+        "--out", str(tmp_path / "ds"), "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    # The dataset remembers its root: verify needs no --root.
+    code, out, _ = invoke("verify", str(tmp_path / "ds"))
+    assert code == 0, out
+    code, out, _ = invoke("--root", str(root), "diff", "help-desk@1", "help-desk@1")
+    assert code == 0
+    code, _, err = invoke("contract", "new", "help-desk", "--root", str(root))
+    assert code == 3 and "exists; choose another name" in err
+    code, _, err = invoke("contract", "new", "Bad Name", "--root", str(root))
+    assert code == 3 and "lowercase letters" in err

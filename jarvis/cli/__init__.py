@@ -50,6 +50,7 @@ def _register() -> None:
         inspect.diff_cmd,
         inspect.eval_cmd,
         dev.dev,
+        dev.examples_cmd,
     ):
         cli.add_command(command)
 

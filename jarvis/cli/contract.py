@@ -120,3 +120,27 @@ def contract_check(ctx: click.Context) -> None:
     if problems:
         raise LockError("\n".join(problems))
     click.echo("ok: every contract version matches contracts.lock")
+
+
+@contract.command("new")
+@click.argument("name")
+@root_option
+@click.pass_context
+def contract_new(ctx: click.Context, name: str) -> None:
+    """Scaffold contract NAME (spec, templates, schema module, samples) and lock NAME@1.
+
+    It is written into --root, else $JARVIS_ROOT, else the current folder.
+    """
+    import os
+
+    from jarvis.scaffold import new_contract
+
+    root = get_root(ctx) or os.environ.get("JARVIS_ROOT") or "."
+    ref, files = new_contract(name, root)
+    base = os.path.abspath(root)
+    click.echo(f"created and locked {ref} in {base}:")
+    for file in files:
+        click.echo(f"  {os.path.relpath(file, base)}")
+    click.echo(
+        f"try it: jarvis reply --root {root} --contract {ref} --dry-run 'What is a contract?'"
+    )

@@ -35,3 +35,22 @@ def dev_tiny_model(
         out, layers=layers, hidden=hidden, vocab_size=vocab_size, seed=seed, force=force
     )
     click.echo(f"wrote {path} (llama, {layers} layers, hidden {hidden})")
+
+
+@click.command("examples")
+@click.argument("dest", required=False, type=click.Path(file_okay=False))
+def examples_cmd(dest: str | None) -> None:
+    """Copy the bundled example data into DEST (or print where it is, without DEST).
+
+    The README's `examples/...` paths work in a clone; after `pip install`, run
+    `jarvis examples examples` first.
+    """
+    from jarvis.contract import bundled_root
+    from jarvis.scaffold import copy_examples
+
+    if dest is None:
+        click.echo(str(bundled_root() / "examples"))
+        return
+    path = copy_examples(dest)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        click.echo(f"wrote {file.relative_to(path.parent)}")

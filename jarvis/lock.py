@@ -17,8 +17,8 @@ import yaml
 
 from jarvis.contract import (
     LOCK_FILE,
-    bundled_root,
     ContractSpec,
+    bundled_root,
     load_all,
     lock_mismatch_message,
     read_lock,

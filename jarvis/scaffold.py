@@ -113,9 +113,7 @@ def new_contract(name: str, root: str | os.PathLike[str]) -> tuple[str, list[Pat
         spec: SPEC.format(name=name, module=module, cls=cls),
         path / f"{module}.py": SCHEMA.format(name=name, cls=cls),
         **{path / "prompts" / name / "v1" / k: v for k, v in TEMPLATES.items()},
-        path / "prompts" / name / "samples.jsonl": "".join(
-            json.dumps(s) + "\n" for s in SAMPLES
-        ),
+        path / "prompts" / name / "samples.jsonl": "".join(json.dumps(s) + "\n" for s in SAMPLES),
     }
     for file in files:
         if file.exists():

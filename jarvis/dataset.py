@@ -48,7 +48,7 @@ from jarvis.errors import (
     TokenizationError,
 )
 from jarvis.files import load_yaml, read_jsonl, sha256_file
-from jarvis.inputs import InputSpec, RawRecord, expand, iter_file
+from jarvis.inputs import DEFAULT_TAG, TAG_PATTERN, InputSpec, RawRecord, expand, iter_file
 from jarvis.outdir import atomic_dir
 from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record
@@ -369,6 +369,7 @@ class _Outcome:
     token_error: str | None = None
     mask: int = 0
     group: str | None = None
+    tag: str | None = None  # the record's own first `tags` entry, if any
 
 
 class _RecordWork:
@@ -378,6 +379,7 @@ class _RecordWork:
         self.contract = contract
         self.renderer = renderer
         self.has_id = "id" in contract.schema.model_fields
+        self.has_tags = "tags" in contract.schema.model_fields
         self.group_field = contract.group_key
         self.checks = contract.spec.checks
 
@@ -406,6 +408,10 @@ class _RecordWork:
             if result.passed:
                 mask |= 1 << bit
         group = getattr(model, self.group_field, None) if self.group_field else None
+        own = getattr(model, "tags", None) if self.has_tags else None
+        tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
+        if tag is not None and not TAG_PATTERN.match(tag):
+            return _Outcome(error=f"tags[0]: {tag!r} must be letters, digits, _ . -")
         if self.has_id:
             record["id"] = rid
         return _Outcome(
@@ -419,6 +425,7 @@ class _RecordWork:
             token_error,
             mask,
             None if group is None else str(group),
+            tag,
         )
 
 
@@ -510,9 +517,12 @@ def _pass_one(
         shown = str(path)
         item = _Input(path=shown, tag=spec.tag, sha256=sha256_file(path))
         state.inputs.append(item)
-        tag = tag_index[spec.tag]
-        tag_json = orjson.dumps(spec.tag)
-        copies = recipe.repeat.get(spec.tag, 1)
+        # Records of an untagged input may carry their own tag (`"tags": ["perfect"]`); an
+        # input tagged on the command line tags all of its records.
+        own_tags = spec.tag == DEFAULT_TAG
+        file_tag = tag_index[spec.tag]
+        file_tag_json = orjson.dumps(spec.tag)
+        file_copies = recipe.repeat.get(spec.tag, 1)
         # Outcomes are committed strictly in input order, so every decision below (dedup,
         # ids, the first error raised) is the same with or without worker processes.
         size = max(path.stat().st_size, 1)
@@ -561,6 +571,15 @@ def _pass_one(
                     raise TokenizationError(out.token_error)
             state.seen.add(content)
             item.accepted += 1
+            if own_tags and out.tag is not None and out.tag != spec.tag:
+                tag = tag_index.get(out.tag, -1)
+                if tag < 0:
+                    tag = tag_index[out.tag] = len(state.tags)
+                    state.tags.append(out.tag)
+                tag_json = orjson.dumps(out.tag)
+                copies = recipe.repeat.get(out.tag, 1)
+            else:
+                tag, tag_json, copies = file_tag, file_tag_json, file_copies
             unit = len(state.tag_of)
             state.tag_of.append(tag)
             state.key_of.append(unit_key(seed, b"record", out.digest))
@@ -582,6 +601,18 @@ def _pass_one(
             raise DatasetError(f"{shown}: empty input file (no records); nothing to train on")
         if progress is not None:
             progress.update(size - shown_bytes)
+    # Tags met in records were numbered as they came: renumber by name, the order every
+    # later step (strata, "first tag by name" of a group) relies on. An input tag whose
+    # records all carry their own tag is dropped.
+    used = set(state.tag_of) if len(state.tags) > len({s.tag for s, _ in files}) else None
+    order = sorted(
+        (i for i in range(len(state.tags)) if used is None or i in used),
+        key=lambda i: state.tags[i],
+    )
+    if order != list(range(len(state.tags))):
+        new = {old: n for n, old in enumerate(order)}
+        state.tag_of = array("H", (new[t] for t in state.tag_of))
+        state.tags = [state.tags[i] for i in order]
     return state
 
 
@@ -863,9 +894,8 @@ def _write_splits(
 # --- the command ---------------------------------------------------------------------------
 
 
-def _collect_files(recipe: Recipe) -> list[tuple[InputSpec, Path]]:
-    specs = recipe.input_specs()
-    tags = {s.tag for s in specs}
+def _check_option_tags(recipe: Recipe, tags: set[str]) -> None:
+    """Every tag an option names has records (an input's tag, or a record's own)."""
     for option, names in (
         ("--train-only", recipe.train_only),
         ("--repeat", list(recipe.repeat)),
@@ -875,8 +905,15 @@ def _collect_files(recipe: Recipe) -> list[tuple[InputSpec, Path]]:
             if tag not in tags:
                 raise InputError(
                     f"{option} {tag}: no input has the tag {tag!r} "
-                    f"(tags: {', '.join(sorted(tags))}); tag an input as --input {tag}=PATH"
+                    f"(tags: {', '.join(sorted(tags))}); tag an input as --input {tag}=PATH "
+                    f'or its records as "tags": ["{tag}"]'
                 )
+
+
+def _collect_files(recipe: Recipe, contract: Contract) -> list[tuple[InputSpec, Path]]:
+    specs = recipe.input_specs()
+    if "tags" not in contract.schema.model_fields:
+        _check_option_tags(recipe, {s.tag for s in specs})  # known now: refuse before reading
     files: list[tuple[InputSpec, Path]] = []
     for spec in specs:
         files += [(spec, p) for p in expand(spec)]
@@ -930,7 +967,7 @@ def render_dataset(
             prefix of its row.
     """
     contract = load_contract(recipe.contract, root=root)
-    files = _collect_files(recipe)
+    files = _collect_files(recipe, contract)
     renderer = RowRenderer(contract, recipe)
     data = [s.path for s in recipe.input_specs()]
     reads: list[str | os.PathLike[str]] = [
@@ -987,6 +1024,7 @@ def _render_into(
         with (tmp / REJECTS).open("wb") as rejects_out:
             pool = (executor, workers) if executor is not None else None
             state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
+        _check_option_tags(recipe, set(state.tags))
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
@@ -1260,8 +1298,57 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
         f"duplicates dropped: {manifest['duplicates']}   rejects: {manifest['rejects']}"
         + (f" (see {REJECTS})" if manifest["rejects"] else "")
     )
-    # A tag can lose every row to --on-overlength drop or rejects; say so, not just "0".
-    for tag in tags:
-        if not train.get("tags", {}).get(tag, {}).get("rows", 0):
-            out.append(f"warning: tag {tag!r} has no training rows")
+    out += composition_warnings(manifest)
     return "\n".join(out)
+
+
+# Below this share of training targets passing every output check, the adapter mostly
+# learns other formats: the post-mortem trained on 0.05% and learned none.
+LOW_COMPLIANCE = 0.5
+
+
+def composition_warnings(manifest: Mapping[str, Any]) -> list[str]:
+    """Return `warning: ...` lines about the train split that passed every threshold given.
+
+    A tag with no training rows, and training targets that mostly fail the contract's own
+    output checks (with the `--repeat` that would lift them past 50%, when a tag's targets
+    do pass).
+    """
+    train = manifest["splits"].get("train") or {}
+    tags: Mapping[str, Any] = train.get("tags") or {}
+    out = []
+    # A tag can lose every row to --on-overlength drop or rejects; say so, not just "0".
+    for tag in sorted(tags):
+        if not tags[tag].get("rows", 0):
+            out.append(f"warning: tag {tag!r} has no training rows")
+    compliance = train.get("compliance") or {}
+    overall = float(compliance.get("overall", 1.0))
+    rows = int(train.get("rows", 0))
+    if not compliance.get("per_check") or not rows or overall >= LOW_COMPLIANCE:
+        return out
+    ref = manifest["contract"]["ref"]
+    line = (
+        f"warning: only {overall:.1%} of training targets pass every output check of {ref} "
+        f"({round(overall * rows)} of {rows} rows): the adapter will mostly learn other formats"
+    )
+    per_tag = compliance.get("per_tag") or {}
+    good = [t for t in sorted(tags) if per_tag.get(t, 0.0) >= 0.9 and tags[t].get("rows")]
+    if good:
+        tag = max(good, key=lambda t: (tags[t]["rows"], t))
+        n = tags[tag]["rows"] // max(train.get("repeats", {}).get(tag, 1), 1)
+        passed, copies = overall * rows, 1
+        # Smallest repeat that lifts the share past LOW_COMPLIANCE (each copy: n rows passing).
+        while passed / rows < LOW_COMPLIANCE and copies < 1000:
+            copies += 1
+            passed, rows = passed + n * per_tag[tag], rows + n
+        line += (
+            f"; try --repeat {tag}={copies * max(train.get('repeats', {}).get(tag, 1), 1)} "
+            f"and gate the run with --min-compliant {LOW_COMPLIANCE:g}"
+        )
+    else:
+        line += (
+            "; add records whose targets pass the checks, tagged (--input perfect=FILE), and "
+            f"gate the run with --min-compliant {LOW_COMPLIANCE:g}"
+        )
+    out.append(line)
+    return out

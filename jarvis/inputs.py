@@ -22,7 +22,7 @@ from jarvis.errors import DatasetError, InputError
 
 DEFAULT_TAG = "default"
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"
 
@@ -46,7 +46,7 @@ class InputSpec:
             tag, path = DEFAULT_TAG, text
         if not path:
             raise InputError(f"--input {text!r}: no path")
-        if not _TAG.match(tag):
+        if not TAG_PATTERN.match(tag):
             raise InputError(f"--input {text!r}: tag {tag!r} must be letters, digits, _ . -")
         return cls(path=path, tag=tag)
 

@@ -573,3 +573,41 @@ def test_default_jobs_follow_input_size(tmp_path: Path, monkeypatch: pytest.Monk
     assert _jobs(None, [(spec, small)]) == 1  # workers cost a second to start
     assert _jobs(None, [(spec, small), (spec, big)]) == 8  # one per CPU, at most 8
     assert _jobs(3, [(spec, small)]) == 3 and _jobs(0, [(spec, big)]) == 1
+
+
+def test_a_records_own_tag_counts_for_ratios_and_low_compliance_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    from jarvis.dataset import composition_warnings
+
+    target = (
+        '### Solution\n```python\ndef f(x):\n    """Args: x. Returns: x."""\n    return x\n```\n'
+        "### Usage\n```python\nf(1)\n```\n### Sanity test\n```python\nassert f(1) == 1\n```"
+    )
+    rows = [{"instruction": f"Task {i}.", "output": f"answer {i}"} for i in range(200)]
+    rows += [
+        {"instruction": f"Perfect {i}.", "output": target, "tags": ["perfect"]} for i in range(10)
+    ]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    base = Recipe(contract="codegen@1", inputs=[str(path)])
+    manifest = render_dataset(base, tmp_path / "out")
+    train = manifest["splits"]["train"]
+    assert set(train["tags"]) == {"default", "perfect"}
+    assert train["compliance"]["per_tag"]["perfect"] == 1.0
+    (warning,) = composition_warnings(manifest)
+    assert warning.startswith("warning: only 4.3% of training targets pass every output check")
+    assert "codegen@1 (8 of 188 rows): the adapter will mostly learn other formats" in warning
+    assert warning.endswith("try --repeat perfect=23 and gate the run with --min-compliant 0.5")
+    # --min-ratio and --repeat see the record's own tag.
+    with pytest.raises(DatasetError, match="tag 'perfect' is 4.26% of train"):
+        render_dataset(base.model_copy(update={"min_ratio": {"perfect": 0.3}}), tmp_path / "o2")
+    # The suggested repeat is enough: no warning, and --min-compliant 0.5 passes.
+    fixed = base.model_copy(update={"repeat": {"perfect": 23}, "min_compliant": 0.5})
+    assert composition_warnings(render_dataset(fixed, tmp_path / "o3")) == []
+    # Input order never matters, own tags included.
+    render_dataset(
+        base.model_copy(update={"inputs": [str(write_jsonl(tmp_path / "r.jsonl", rows[::-1]))]}),
+        tmp_path / "o4",
+    )
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "o4" / name).read_bytes()

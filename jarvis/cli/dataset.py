@@ -75,14 +75,25 @@ from jarvis.cli.common import (
     help="Worker processes (default: one per CPU, at most 8, for inputs of 4 MB or more). "
     "The output is byte-identical whatever the number.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No summary table.")
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="No summary and no `wrote` line; warnings still go to stderr.",
+)
 @root_option
 @click.pass_context
 def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Render verified, composition-aware mlx-lm training data from one contract."""
     from pathlib import Path
 
-    from jarvis.dataset import Recipe, format_summary, parse_assignments, render_dataset
+    from jarvis.dataset import (
+        Recipe,
+        composition_warnings,
+        format_summary,
+        parse_assignments,
+        render_dataset,
+    )
 
     values: dict[str, Any] = {
         "contract": opts["contract_ref"],
@@ -119,6 +130,9 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
         progress=True,
         jobs=opts["jobs"],
     )
-    if not opts["quiet"]:
+    if opts["quiet"]:
+        for line in composition_warnings(manifest):  # -q silences all but the warnings
+            click.echo(line, err=True)
+    else:
         click.echo(format_summary(manifest))
-    click.echo(f"wrote {out}")
+        click.echo(f"wrote {out}")

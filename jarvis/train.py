@@ -190,6 +190,43 @@ def check_trainable(ds: Dataset, options: TrainOptions) -> None:
             )
 
 
+def check_row_lengths(
+    ds: Dataset, tokenizer: Any, options: TrainOptions, *, enable_thinking: bool | None
+) -> int:
+    """Tokenize every train and valid row as mlx-lm will and refuse any over the limit.
+
+    A dataset rendered without `--tokenizer` has no token stats; mlx-lm would cut a longer
+    row's answer and EOS without a word.
+
+    Returns:
+        The longest row's token count.
+
+    Raises:
+        TokenizationError: a row is over `options.max_seq_length` (names file:line).
+    """
+    from jarvis.chat import mlx_row_tokens
+    from jarvis.files import read_jsonl
+
+    longest = 0
+    for name in ("train.jsonl", "valid.jsonl"):
+        path = ds.path / name
+        if not path.is_file():
+            continue
+        for number, _, row in read_jsonl(path):
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path}:{number}: not a JSON row")
+            n = len(mlx_row_tokens(tokenizer, row, enable_thinking=enable_thinking))
+            if n > options.max_seq_length:
+                raise TokenizationError(
+                    f"{path}:{number}: row has {n} tokens with this model's tokenizer, more "
+                    f"than --max-seq-length {options.max_seq_length}; mlx-lm would silently "
+                    "cut its answer and EOS (raise --max-seq-length, or re-render with "
+                    "--tokenizer and --on-overlength drop)"
+                )
+            longest = max(longest, n)
+    return longest
+
+
 def _slug(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", Path(value.rstrip("/")).name or value).strip("-").lower()
 
@@ -362,6 +399,7 @@ def train(
     from jarvis.chat import has_thinking
 
     base, tokenizer = result
+    check_row_lengths(ds, tokenizer, options, enable_thinking=has_thinking(tokenizer))
 
     stamp = make_stamp(
         ds.contract,

@@ -165,13 +165,27 @@ def test_refuses_rows_longer_than_max_seq_length_before_loading(
 def test_nan_loss_stops_and_saves_nothing(
     reply_dataset: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    # Every prompt is longer than 16 tokens: with mask_prompt no token is trained, loss 0/0.
-    options = TrainOptions(iters=2, batch_size=2, num_layers=1, max_seq_length=16)
+    # An absurd learning rate blows the weights up: the loss becomes NaN within a few steps.
+    options = TrainOptions(iters=20, batch_size=2, num_layers=1, learning_rate=1e30)
+    options = TrainOptions(**{**options.__dict__, "steps_per_report": 1})
     with pytest.raises(
         TrainingError, match=r"loss is nan at iteration \d+; stopped, no adapter was saved"
     ):
         train(reply_dataset, str(tiny_model), tmp_path / "adapter", options)
     assert not (tmp_path / "adapter").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_over_max_seq_length_are_refused_before_training_without_token_stats(
+    reply_dataset: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    # reply_dataset was rendered without --tokenizer: train measures every row itself.
+    assert "tokens" not in load_dataset(reply_dataset).manifest["splits"]["train"]
+    options = TrainOptions(iters=2, batch_size=2, num_layers=1, max_seq_length=16)
+    with pytest.raises(TokenizationError) as err:
+        train(reply_dataset, str(tiny_model), tmp_path / "adapter", options)
+    assert str(err.value).startswith(f"{reply_dataset / 'train.jsonl'}:1: row has ")
+    assert "more than --max-seq-length 16; mlx-lm would silently cut" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
 

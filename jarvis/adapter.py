@@ -420,3 +420,39 @@ def emit_warnings(messages: list[str], *, stamped: bool) -> None:
     category = AdapterMismatchWarning if stamped else UnstampedAdapterWarning
     for message in messages:
         warnings.warn(message, category, stacklevel=3)
+
+
+def adapter_info(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Summarise an adapter: its stamp (or None), where it is, and when its weights were
+    written (the file's time: the stamp holds no clock, so training stays byte-identical).
+
+    Raises:
+        ModelError: not an mlx-lm adapter folder.
+        ContractMismatchError: a damaged stamp.
+    """
+    import datetime
+
+    folder = Path(adapter_dir)
+    stamp = read_stamp(folder)
+    weights = folder / WEIGHTS_FILE
+    when = datetime.datetime.fromtimestamp(weights.stat().st_mtime, tz=datetime.UTC)
+    return {
+        "path": str(folder),
+        "stamp": stamp,
+        "written": when.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "weights_bytes": weights.stat().st_size,
+    }
+
+
+def find_adapters(folder: str | os.PathLike[str]) -> list[Path]:
+    """Return every adapter folder (one holding `adapter_config.json`) under `folder`, sorted.
+
+    Raises:
+        ModelError: `folder` is not a folder.
+    """
+    base = Path(folder)
+    if not base.is_dir():
+        raise ModelError(f"{base}: no such folder")
+    found = {p.parent for p in base.rglob(CONFIG_FILE) if (p.parent / WEIGHTS_FILE).is_file()}
+    hidden = [p for p in found if any(x.startswith(".") for x in p.relative_to(base).parts)]
+    return sorted(found - set(hidden))

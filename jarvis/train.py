@@ -46,7 +46,23 @@ from jarvis.files import atomic_write_text, sha256_file
 from jarvis.outdir import atomic_dir, check_output
 
 FineTuneType = Literal["lora", "dora", "full"]
-Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """One loss report of a training run, as mlx-lm's callback gives it."""
+
+    kind: Literal["train", "val"]
+    iteration: int
+    loss: float
+    iters: int
+
+    def line(self) -> str:
+        """`iter 10: train loss 6.296`."""
+        return f"iter {self.iteration}: {self.kind} loss {self.loss:.3f}"
+
+
+Progress = Callable[[TrainReport], None]
 
 
 @dataclass(frozen=True)
@@ -311,16 +327,17 @@ def _nan_message(kind: str, loss: float, it: int) -> str:
 class _Monitor:
     """mlx-lm `TrainingCallback`: records losses, reports progress, aborts on NaN."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, iters: int) -> None:
         self.losses: list[tuple[int, float]] = []
         self.val_losses: list[tuple[int, float]] = []
         self._progress = progress
+        self._iters = iters
         self._stdout = sys.stdout  # mlx-lm's console is redirected to train.log; we are not
 
-    def progress(self, line: str) -> None:
+    def progress(self, kind: Literal["train", "val"], it: int, loss: float) -> None:
         if self._progress is not None:
             with contextlib.redirect_stdout(self._stdout):
-                self._progress(line)
+                self._progress(TrainReport(kind, it, loss, self._iters))
 
     def on_train_loss_report(self, info: dict[str, Any]) -> None:
         it, loss = int(info["iteration"]), float(info["train_loss"])
@@ -328,14 +345,14 @@ class _Monitor:
         if not math.isfinite(loss):
             # mlx-lm keeps going and saves a NaN adapter; stop before anything is kept.
             raise TrainingError(_nan_message("training", loss, it))
-        self.progress(f"iter {it}: train loss {loss:.3f}")
+        self.progress("train", it, loss)
 
     def on_val_loss_report(self, info: dict[str, Any]) -> None:
         it, loss = int(info["iteration"]), float(info["val_loss"])
         self.val_losses.append((it, loss))
         if not math.isfinite(loss):
             raise TrainingError(_nan_message("validation", loss, it))
-        self.progress(f"iter {it}: val loss {loss:.3f}")
+        self.progress("val", it, loss)
 
 
 def train(
@@ -359,7 +376,8 @@ def train(
         contract: the contract expected (default: the one the dataset's manifest names).
         root: contract root.
         force: replace an existing adapter folder.
-        progress: called with one line per loss report.
+        progress: called with a `TrainReport` per loss report (mlx-lm reports every
+            `steps_per_report` iterations and validates every `steps_per_eval`).
 
     Returns:
         A `TrainResult`; mlx-lm's own console output is kept in `<adapter>/train.log`.
@@ -411,7 +429,7 @@ def train(
         manifest_sha256=ds.manifest_sha256,
         dataset=str(ds.path),
     )
-    monitor = _Monitor(progress)
+    monitor = _Monitor(progress, options.iters)
     log = io.StringIO()
     with atomic_dir(dest, kind="adapter", force=force, inputs=reads) as tmp:
         config = mlx_config(ds, model, tmp, options, stamp, layers=len(base.layers))

@@ -347,3 +347,36 @@ def test_same_seed_and_data_give_a_byte_identical_adapter(
     )
     other_digest = hashlib.sha256((other.adapter_path / "adapters.safetensors").read_bytes())
     assert other_digest.hexdigest() != digests[0].hexdigest()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminal")
+def test_train_shows_a_progress_bar_on_a_terminal(
+    reply_dataset: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jarvis", "train", "--dataset", str(reply_dataset),
+         "--model", str(tiny_model), "--adapter", str(tmp_path / "a"), "--iters", "20",
+         "--batch-size", "2", "--num-layers", "1"],
+        stdout=subprocess.PIPE, stderr=follower, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    os.close(follower)
+    out, _ = proc.communicate(timeout=120)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen
+    assert "training" in screen and "validating" in screen
+    assert "20/20" in screen and "train loss " in screen and "val loss " in screen
+    assert "iter 10:" not in out.decode()  # the bar replaces the per-report lines

@@ -1,7 +1,7 @@
 """The `jarvis` command line: parse options, call library functions, print results.
 
-One module per command group (contract, dataset, train, reply, inspect, dev); what they share
-(the error handler, option types, `--root`) is in `common`. Logic lives in the library
+One module per command group (contract, dataset, train, reply, inspect, adapter, dev);
+what they share (the error handler, option types, `--root`) is in `common`. Logic lives in the library
 modules. `JarvisError` is caught in one place (`JarvisGroup`) and turned into
 `error: <message>` on stderr plus the class's exit code. mlx and the HTTP stack are imported
 only inside the commands that need them.
@@ -38,7 +38,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from jarvis.cli import contract, dataset, dev, inspect, reply, train
+    from jarvis.cli import adapter, contract, dataset, dev, inspect, reply, train
 
     for command in (
         contract.contract,
@@ -49,6 +49,7 @@ def _register() -> None:
         inspect.verify_cmd,
         inspect.diff_cmd,
         inspect.eval_cmd,
+        adapter.adapter,
         dev.dev,
         dev.examples_cmd,
     ):

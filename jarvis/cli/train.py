@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,11 +69,44 @@ def _options_from(kwargs: dict[str, Any]) -> Any:
     )
 
 
+class _TrainBar:
+    """A progress bar on stderr (iteration, last losses, ETA) for a terminal."""
+
+    def __init__(self, iters: int) -> None:
+        self.status = "validating"  # mlx-lm validates before the first step
+        self.bar: Any = click.progressbar(
+            length=iters,
+            label="training",
+            file=sys.stderr,
+            show_eta=True,
+            show_pos=True,
+            item_show_func=lambda _: self.status,
+        )
+        self.train = self.val = ""
+        self.done = 0
+        self.bar.render_progress()
+
+    def __call__(self, report: Any) -> None:
+        if report.kind == "train":
+            self.train = f"train loss {report.loss:.3f}"
+        else:
+            self.val = f"val loss {report.loss:.3f}"
+        self.status = "  ".join(x for x in (self.train, self.val) if x)
+        step = report.iteration - self.done
+        self.done = report.iteration
+        self.bar.update(max(step, 0), None)
+
+    def close(self) -> None:
+        self.bar.render_finish()
+
+
 @click.command("train")
 @dataset_option
 @click.option("--model", required=True, help="Base model folder or hub id (cached when offline).")
 @click.option(
+    "--adapter",
     "--adapter-path",
+    "adapter_path",
     required=True,
     type=click.Path(file_okay=False),
     help="Adapter folder to write (replaced only when training succeeds).",
@@ -105,15 +139,20 @@ def train_cmd(
     rows = ", ".join(f"{name} {ds.rows[name]}" for name in splits if name in ds.rows)
     click.echo(f"dataset: {ds.path} ({ds.contract.ref}, {ds.format}; {rows})")
     click.echo(f"training {model}: {options.fine_tune_type}, {options.iters} iters")
-    result = train(
-        ds,
-        model,
-        adapter_path,
-        options,
-        contract=ds.contract,
-        force=force,
-        progress=lambda line: click.echo(f"  {line}"),
-    )
+    bar = _TrainBar(options.iters) if sys.stderr.isatty() else None
+    try:
+        result = train(
+            ds,
+            model,
+            adapter_path,
+            options,
+            contract=ds.contract,
+            force=force,
+            progress=bar if bar is not None else lambda r: click.echo(f"  {r.line()}"),
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     stamp = result.stamp
     click.echo(f"adapter: {result.adapter_path} ({result.seconds:.1f}s; log in train.log)")
     click.echo(
@@ -135,7 +174,9 @@ def train_cmd(
     "--model", "models", required=True, multiple=True, help="Base model; repeat for a matrix."
 )
 @click.option(
+    "--adapter",
     "--adapter-path",
+    "adapter_path",
     required=True,
     type=click.Path(file_okay=False),
     help="Adapter folder; for a matrix, the parent of one <model>_<dataset> folder per run.",

@@ -1,8 +1,8 @@
 """The `jarvis` command line: parse options, call library functions, print results.
 
 One module per command group (contract, dataset, train, reply, inspect, adapter, dev);
-what they share (the error handler, option types, `--root`) is in `common`. Logic lives in the library
-modules. `JarvisError` is caught in one place (`JarvisGroup`) and turned into
+what they share (the error handler, option types, `--root`) is in `common`. Logic lives in
+the library modules. `JarvisError` is caught in one place (`JarvisGroup`) and turned into
 `error: <message>` on stderr plus the class's exit code. mlx and the HTTP stack are imported
 only inside the commands that need them.
 """

@@ -60,6 +60,41 @@ def resolve_model_dir(model: str | os.PathLike[str]) -> Path | None:
         return None
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fetch_model(model: str | os.PathLike[str]) -> Path:
+    """Return the local folder of a model: a path, a cached hub id, or a hub id downloaded now.
+
+    Offline (`HF_HUB_OFFLINE=1`) an uncached hub id fails at once, without retries.
+
+    Raises:
+        ModelError: no such folder, or the hub id cannot be had (offline, unknown, no network).
+    """
+    name = os.fspath(model)
+    local = resolve_model_dir(name)
+    if local is not None:
+        return local
+    if name.startswith((os.sep, ".", "~")) or name.count("/") != 1:
+        raise ModelError(
+            f"{name}: model not found (no such folder, and not a hub id like org/name)"
+        )
+    if _offline():
+        raise ModelError(
+            f"{name}: model not found in the local hub cache, and HF_HUB_OFFLINE is set; "
+            f"download it once online (`hf download {name}`), or pass a model folder"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name))
+    except Exception as exc:  # noqa: BLE001 - network, auth and not-found errors alike
+        raise ModelError(
+            f"{name}: cannot download from the hub: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def model_id(model: str | os.PathLike[str]) -> str:
     """Return how a model is recorded: an absolute path if it is local, else the hub id."""
     path = Path(model).expanduser()

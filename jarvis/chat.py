@@ -104,8 +104,11 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from transformers import AutoTokenizer
 
+    from jarvis.adapter import fetch_model
+
+    folder = fetch_model(path)  # a hub id: cached, downloaded, or a fast clear error offline
     try:
-        return AutoTokenizer.from_pretrained(os.fspath(path))
+        return AutoTokenizer.from_pretrained(os.fspath(folder))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load a tokenizer: {exc}") from exc
 

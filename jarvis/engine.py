@@ -24,9 +24,9 @@ from jarvis.adapter import (
     check_stamp_base,
     config_sha256,
     emit_warnings,
+    fetch_model,
     raise_or_allow,
     read_stamp,
-    resolve_model_dir,
     stamp_contract,
     weights_sha256,
 )
@@ -268,8 +268,8 @@ class ReplyEngine:
             # Refuse a contract mismatch before paying for the model load.
             problems, notes = check_stamp(self.stamp, self.contract, where=where)
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
-        folder = resolve_model_dir(self.model_id)
-        if self.stamp is not None and folder is not None:
+        folder = fetch_model(self.model_id)
+        if self.stamp is not None:
             # The base check runs before mlx-lm touches the adapter: on a base of another
             # shape mlx-lm would fail with a dump of parameter names instead.
             from jarvis.chat import load_tokenizer
@@ -283,9 +283,9 @@ class ReplyEngine:
                 base=self.model_id,
             )
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
-        self.model, self.tokenizer = _load(self.model_id, self.adapter)
+        self.model, self.tokenizer = _load(str(folder), self.adapter)
         emit_warnings(self.warnings, stamped=self.stamp is not None)
-        self.context_length = context_length(resolve_model_dir(self.model_id))
+        self.context_length = context_length(folder)
         self.enable_thinking = has_thinking(self.tokenizer)
         self._add_end_of_turn()
         self.prefix_tokens: list[int] = []
@@ -564,8 +564,6 @@ def _load(model: str, adapter: str | None) -> tuple[Any, Any]:
     import mlx.core as mx
     from mlx_lm import load
 
-    if resolve_model_dir(model) is None:
-        raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
     if adapter is not None:
         check_adapter_weights(adapter)
     try:

@@ -28,6 +28,7 @@ from jarvis.adapter import (
     WEIGHTS_FILE,
     chat_template_sha256,
     config_sha256,
+    fetch_model,
     make_stamp,
     model_id,
     resolve_model_dir,
@@ -398,9 +399,7 @@ def train(
     else:
         ds = load_dataset(dataset, contract=contract, root=root)
     check_trainable(ds, options)
-    folder = resolve_model_dir(model)
-    if folder is None:
-        raise ModelError(f"{model}: model not found (not a folder, not in the local hub cache)")
+    folder = fetch_model(model)
     reads = [ds.path, folder, ds.contract.root]
     dest = check_output(adapter_path, kind="adapter", force=force, inputs=reads)
 
@@ -411,7 +410,7 @@ def train(
     from mlx_lm.tuner import datasets as mlx_datasets
 
     try:
-        result: Any = load(model)
+        result: Any = load(str(folder))
     except Exception as exc:  # mlx-lm raises plain ValueError/FileNotFoundError
         raise ModelError(f"cannot load {model}: {type(exc).__name__}: {exc}") from exc
     from jarvis.chat import has_thinking

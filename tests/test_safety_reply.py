@@ -160,3 +160,24 @@ def test_a_damaged_stamp_is_a_mismatch_not_an_unstamped_adapter(
         f"error: adapter {bad}: adapter_config.json: the 'jarvis' stamp is not a mapping (int); "
         "retrain the adapter with `jarvis train`\n"
     )
+
+
+def test_an_uncached_hub_id_fails_at_once_offline(tmp_path: Path, reply_dataset: Path) -> None:
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    expected = (
+        "error: some-org/some-model: model not found in the local hub cache, and HF_HUB_OFFLINE "
+        "is set; download it once online (`hf download some-org/some-model`), or pass a model "
+        "folder\n"
+    )
+    for args in (
+        ["reply", "--model", "some-org/some-model", "hi"],
+        ["train", "--dataset", str(reply_dataset), "--model", "some-org/some-model",
+         "--adapter", str(tmp_path / "a"), "--batch-size", "2"],
+        ["render-dataset", "--contract", "reply@1", "--input", str(tmp_path / "x.jsonl"),
+         "--tokenizer", "some-org/some-model", "--out", str(tmp_path / "o")],
+    ):  # fmt: skip
+        (tmp_path / "x.jsonl").write_text('{"messages": [{"sender": "a", "text": "b"}]}\n')
+        start = time.monotonic()
+        code, _, err = invoke(*args)
+        assert time.monotonic() - start < 5, args
+        assert (code, err) == (11, expected), args

@@ -69,7 +69,7 @@ def baseline(src: Path, out: Path, system: str) -> None:
         f.close()
 
 
-def _jarvis_once(src: Path, out: Path, jobs: int | None = None) -> None:
+def _jarvis_once(src: Path, out: Path, jobs: int | str = "auto") -> None:
     from jarvis.dataset import Recipe, render_dataset
 
     recipe = Recipe.build(contract="reply@1", inputs=[str(src)])
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         t1 = time.perf_counter()
         _jarvis_once(src, base / "jarvis1", jobs=1)
         t2 = time.perf_counter()
-        _jarvis_once(src, base / "jarvis", jobs=None)
+        _jarvis_once(src, base / "jarvis", jobs="auto")
         t3 = time.perf_counter()
         per_base = (t1 - t0) / n * 1e6
         per_one = (t2 - t1) / n * 1e6

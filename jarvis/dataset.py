@@ -81,6 +81,9 @@ class Recipe(BaseModel):
     on_overlength: Literal["fail", "drop"] = "fail"
     max_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     batch_size: int = Field(default=4, gt=0)
+    # The contract root; None: `render_dataset(root=...)`, else $JARVIS_ROOT or the bundled
+    # root. The manifest stores the root used, so the stored recipe rebuilds from anywhere.
+    root: str | None = None
 
     @field_validator("split", mode="before")
     @classmethod
@@ -940,7 +943,7 @@ def render_dataset(
     force: bool = False,
     root: str | Path | None = None,
     progress: bool = False,
-    jobs: int | None = None,
+    jobs: int | Literal["auto"] = 1,
 ) -> dict[str, Any]:
     """Render, check and write an mlx-lm dataset folder from raw records.
 
@@ -951,9 +954,10 @@ def render_dataset(
         force: replace an existing `out`.
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         progress: show a progress bar on stderr when it is a terminal.
-        jobs: worker processes for validating, rendering and tokenizing; default: one per
-            CPU (at most 8) for inputs of 4 MB or more, else none (1). The output is
-            byte-identical whatever the number.
+        jobs: worker processes for validating, rendering and tokenizing; default 1 (none,
+            so a plain script needs no `if __name__ == "__main__":` guard); "auto" (the CLI's
+            default): one per CPU (at most 8) for inputs of 4 MB or more. Workers need the
+            guard in a calling script. The output is byte-identical whatever the number.
 
     Returns:
         The manifest written to `out/manifest.json`.
@@ -966,7 +970,7 @@ def render_dataset(
         TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
             prefix of its row.
     """
-    contract = load_contract(recipe.contract, root=root)
+    contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
     files = _collect_files(recipe, contract)
     renderer = RowRenderer(contract, recipe)
     data = [s.path for s in recipe.input_specs()]
@@ -981,7 +985,7 @@ def render_dataset(
         tmp.chmod(0o777 & ~umask)
         spill = _Spill(tmp / ".spill")
         bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
-        workers = _jobs(jobs, files)
+        workers = _jobs(None if jobs == "auto" else jobs, files)
         executor = None
         if workers > 1:
             executor = ProcessPoolExecutor(
@@ -1112,7 +1116,7 @@ def _manifest(
             "root": str(contract.root),
         },
         "format": recipe.format,
-        "recipe": _stored_recipe(recipe),
+        "recipe": _stored_recipe(recipe, contract),
         "inputs": [
             {
                 "path": i.path,
@@ -1134,10 +1138,11 @@ def _manifest(
     }
 
 
-def _stored_recipe(recipe: Recipe) -> dict[str, Any]:
+def _stored_recipe(recipe: Recipe, contract: Contract) -> dict[str, Any]:
     """The recipe as the manifest stores it: input and local tokenizer paths made absolute,
     so `Recipe.build(**manifest["recipe"])` rebuilds the dataset from any working folder."""
     data = recipe.model_dump(mode="json")
+    data["root"] = str(contract.root)
     data["inputs"] = [
         str(InputSpec(os.path.abspath(spec.path), spec.tag)) for spec in recipe.input_specs()
     ]

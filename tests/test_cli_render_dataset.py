@@ -252,3 +252,24 @@ def test_force_never_replaces_an_input_or_a_project_folder(tmp_path: Path) -> No
     assert code == 12 and "has no .jarvis-output.json" in err
     assert (raw / "a.jsonl").read_text() == records(50)
     assert [p.name for p in project.iterdir()] == ["app.py"]
+
+
+def test_the_library_works_from_a_plain_script_without_a_main_guard(tmp_path: Path) -> None:
+    big = tmp_path / "big.jsonl"
+    big.write_text(records(70_000))  # over the 4 MB at which the CLI starts workers
+    assert big.stat().st_size > 4 << 20
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from pathlib import Path\n"
+        "from jarvis.dataset import Recipe, render_dataset\n"
+        f"recipe = Recipe.build(contract='reply@1', inputs=[{str(big)!r}])\n"
+        f"manifest = render_dataset(recipe, Path({str(tmp_path / 'out')!r}))\n"
+        "print(manifest['records']['unique'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+        env=_subprocess_env(), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "70000"
+    assert not list(tmp_path.glob(".out.*"))

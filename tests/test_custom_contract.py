@@ -117,6 +117,12 @@ def test_contract_new_scaffolds_a_working_locked_contract(tmp_path: Path) -> Non
     assert code == 0, out
     code, out, _ = invoke("--root", str(root), "diff", "help-desk@1", "help-desk@1")
     assert code == 0
+    # The stored recipe rebuilds the dataset from anywhere: it names the root.
+    from jarvis.dataset import load_manifest
+
+    manifest = load_manifest(tmp_path / "ds")
+    again = render_dataset(Recipe.build(**manifest["recipe"]), tmp_path / "ds2")
+    assert again["contract"]["fingerprint"] == manifest["contract"]["fingerprint"]
     code, _, err = invoke("contract", "new", "help-desk", "--root", str(root))
     assert code == 3 and "exists; choose another name" in err
     code, _, err = invoke("contract", "new", "Bad Name", "--root", str(root))

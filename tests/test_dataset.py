@@ -373,7 +373,9 @@ def test_recipe_yaml_round_trip(tmp_path: Path) -> None:
     r = Recipe.from_yaml(tmp_path / "r.yaml")
     assert r.inputs == [str(a)] and r.split == (0.8, 0.1, 0.1)
     manifest = render_dataset(r, tmp_path / "out")
-    assert Recipe.build(**manifest["recipe"]) == r
+    rebuilt = Recipe.build(**manifest["recipe"])
+    assert rebuilt.model_copy(update={"root": None}) == r
+    assert rebuilt.root == manifest["contract"]["root"]
     (tmp_path / "bad.yaml").write_text("contract: reply@1\ninputs: [a.jsonl]\nspilt: 1\n")
     with pytest.raises(InputError, match="recipe: spilt: Extra inputs are not permitted"):
         Recipe.from_yaml(tmp_path / "bad.yaml")

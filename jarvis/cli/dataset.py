@@ -128,7 +128,7 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
         force=opts["force"],
         root=get_root(ctx),
         progress=True,
-        jobs=opts["jobs"],
+        jobs=opts["jobs"] or "auto",
     )
     if opts["quiet"]:
         for line in composition_warnings(manifest):  # -q silences all but the warnings

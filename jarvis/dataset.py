@@ -44,6 +44,7 @@ from jarvis.errors import (
     DatasetError,
     InputError,
     JarvisError,
+    UsageError,
     RecordError,
     TokenizationError,
 )
@@ -132,7 +133,7 @@ class Recipe(BaseModel):
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             msg = str(first["msg"]).removeprefix("Value error, ")
-            raise InputError(f"recipe: {loc}: {msg}" if loc else f"recipe: {msg}") from exc
+            raise UsageError(f"recipe: {loc}: {msg}" if loc else f"recipe: {msg}") from exc
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> Recipe:
@@ -149,9 +150,9 @@ class Recipe(BaseModel):
         try:
             data = load_yaml(file.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError(f"{file}: cannot read the recipe: {exc}") from exc
+            raise UsageError(f"{file}: cannot read the recipe: {exc}") from exc
         if not isinstance(data, dict):
-            raise InputError(f"{file}: a recipe is a YAML mapping of settings")
+            raise UsageError(f"{file}: a recipe is a YAML mapping of settings")
         base = file.parent
         if isinstance(data.get("inputs"), list):
             data["inputs"] = [_rebase(str(s), base) for s in data["inputs"]]
@@ -191,7 +192,7 @@ def parse_assignments(
             out[tag] = convert(raw)
         except ValueError:
             kind = "an integer" if convert is int else "a number"
-            raise InputError(f"{option} {text!r}: expected TAG=N with N {kind}") from None
+            raise UsageError(f"{option} {text!r}: expected TAG=N with N {kind}") from None
     return out
 
 
@@ -257,7 +258,7 @@ class RowRenderer:
             self.bos = (getattr(self.tokenizer, "bos_token", None) or "") if adds_bos else ""
         self.policy: SpecialTokenPolicy = policy
         if self.format == "text" and self.tokenizer is None:
-            raise InputError("--format text renders through a chat template: pass --tokenizer")
+            raise UsageError("--format text renders through a chat template: pass --tokenizer")
         if self.format == "completions" and contract.system_prompt:
             raise DatasetError(
                 f"--format completions cannot keep the system prompt of {contract.ref}: mlx-lm "
@@ -906,7 +907,7 @@ def _check_option_tags(recipe: Recipe, tags: set[str]) -> None:
     ):
         for tag in names:
             if tag not in tags:
-                raise InputError(
+                raise UsageError(
                     f"{option} {tag}: no input has the tag {tag!r} "
                     f"(tags: {', '.join(sorted(tags))}); tag an input as --input {tag}=PATH "
                     f'or its records as "tags": ["{tag}"]'

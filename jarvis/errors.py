@@ -19,6 +19,12 @@ class CheckFailedError(JarvisError):
     exit_code = 1
 
 
+class UsageError(JarvisError):
+    """An option or recipe setting is invalid, or names a tag no input has (names it)."""
+
+    exit_code = 2
+
+
 class ContractError(JarvisError):
     """A contract spec or template is invalid or cannot be found."""
 

@@ -93,9 +93,9 @@ def test_option_errors(tmp_path: Path) -> None:
     data.write_text(records(100))
     base = ["--contract", "reply@1", "--input", str(data), "--out", str(tmp_path / "o")]
     code, _, err = run(*base, "--repeat", "perfect")
-    assert (code, err) == (5, "error: --repeat 'perfect': expected TAG=N with N an integer\n")
+    assert (code, err) == (2, "error: --repeat 'perfect': expected TAG=N with N an integer\n")
     code, _, err = run(*base, "--split", "0.9,0.2,0.1")
-    assert code == 5 and "must sum to 1" in err
+    assert code == 2 and "must sum to 1" in err
     code, _, err = run("--input", str(data), "--out", str(tmp_path / "o"))
     assert code == 2 and "--contract is required" in err
 

@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
-from jarvis.errors import DatasetError, InputError, OutputExistsError, TokenizationError
+from jarvis.errors import (
+    DatasetError,
+    InputError,
+    OutputExistsError,
+    TokenizationError,
+    UsageError,
+)
 from tokenizer_fixture import CHATML, make_tokenizer
 
 OUT_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "records.jsonl")
@@ -317,7 +323,7 @@ def test_nothing_to_train_on_is_an_error(tmp_path: Path) -> None:
 
 def test_unknown_tag_in_options_is_refused(tmp_path: Path) -> None:
     a = write_jsonl(tmp_path / "a.jsonl", [reply(i) for i in range(10)])
-    with pytest.raises(InputError, match="--repeat perfct: no input has the tag 'perfct'"):
+    with pytest.raises(UsageError, match="--repeat perfct: no input has the tag 'perfct'"):
         render_dataset(recipe(a, repeat={"perfct": 2}), tmp_path / "out")
 
 
@@ -377,7 +383,7 @@ def test_recipe_yaml_round_trip(tmp_path: Path) -> None:
     assert rebuilt.model_copy(update={"root": None}) == r
     assert rebuilt.root == manifest["contract"]["root"]
     (tmp_path / "bad.yaml").write_text("contract: reply@1\ninputs: [a.jsonl]\nspilt: 1\n")
-    with pytest.raises(InputError, match="recipe: spilt: Extra inputs are not permitted"):
+    with pytest.raises(UsageError, match="recipe: spilt: Extra inputs are not permitted"):
         Recipe.from_yaml(tmp_path / "bad.yaml")
 
 
@@ -436,7 +442,7 @@ def test_text_format_has_one_bos(tmp_path: Path) -> None:
     rows = read_rows(tmp_path / "out" / "train.jsonl")
     assert all(set(r) == {"text", "id"} for r in rows)
     assert rows[0]["text"].startswith("<|im_start|>system\nYou are Jwalin.")
-    with pytest.raises(InputError, match="--format text renders through a chat template"):
+    with pytest.raises(UsageError, match="--format text renders through a chat template"):
         render_dataset(recipe(a, format="text"), tmp_path / "out2")
 
 

@@ -34,7 +34,7 @@ from typing import IO, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jarvis.chat import token_prefix_divergence
 from jarvis.checks import run_checks
@@ -81,7 +81,11 @@ class Recipe(BaseModel):
     max_seq_length: int = Field(default=2048, gt=0)
     on_overlength: Literal["fail", "drop"] = "fail"
     max_reject_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-    batch_size: int = Field(default=4, gt=0)
+    # Each written split needs at least this many rows: mlx-lm cannot form a batch from fewer
+    # (set it to the training --batch-size). `batch_size` is the old name, still accepted.
+    min_split_rows: int = Field(
+        default=4, gt=0, validation_alias=AliasChoices("min_split_rows", "batch_size")
+    )
     # The contract root; None: `render_dataset(root=...)`, else $JARVIS_ROOT or the bundled
     # root. The manifest stores the root used, so the stored recipe rebuilds from anywhere.
     root: str | None = None
@@ -765,7 +769,7 @@ def _check_composition(recipe: Recipe, contract: Contract, state: _State, plan: 
         raise DatasetError(
             f"no valid records: all {state.total} records were rejected; nothing to train on"
         )
-    bs = recipe.batch_size
+    bs = recipe.min_split_rows
     for s, name in enumerate(SPLITS):
         rows = sum(plan.rows[s])
         if s != TRAIN and recipe.split[s] == 0:
@@ -777,7 +781,7 @@ def _check_composition(recipe: Recipe, contract: Contract, state: _State, plan: 
                 else f"add records, or raise its --split share (0 leaves {name}.jsonl out)"
             )
             raise DatasetError(
-                f"{name} split has {rows} rows, fewer than --batch-size {bs}: mlx-lm "
+                f"{name} split has {rows} rows, fewer than --min-split-rows {bs}: mlx-lm "
                 f"cannot form one batch from it; {hint}"
             )
     train_rows = sum(plan.rows[TRAIN])
@@ -966,7 +970,7 @@ def render_dataset(
     Raises:
         OutputExistsError: `out` exists and `force` is false.
         InputError: a missing input, or more rejected records than `--max-reject-rate`.
-        DatasetError: nothing to train on, a split below `--batch-size`, or a composition
+        DatasetError: nothing to train on, a split below `--min-split-rows`, or a composition
             threshold (`--min-ratio`, `--min-compliant`) not met.
         TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
             prefix of its row.

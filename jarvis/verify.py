@@ -525,12 +525,12 @@ def check_composition(
             problems.append(
                 f"{split} has {have} rows, the manifest says {splits[split].get('rows')}"
             )
-    batch = int(recipe.get("batch_size") or 1)
+    batch = int(recipe.get("min_split_rows") or recipe.get("batch_size") or 1)
     shares = recipe.get("split") or (1, 1, 1)
     for i, split in enumerate(SPLITS):
         have = sum(counts[split].values())
         if (i == 0 or shares[i]) and have < batch:
-            problems.append(f"{split} has {have} rows, fewer than batch_size {batch}")
+            problems.append(f"{split} has {have} rows, fewer than min_split_rows {batch}")
     train = sum(counts["train"].values())
     details = [f"train {train} rows"]
     for tag, ratio in sorted((recipe.get("min_ratio") or {}).items()):

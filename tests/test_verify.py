@@ -196,7 +196,7 @@ def test_composition_recounted_from_the_files(copy: tuple[Path, Path]) -> None:
     assert code == 1
     comp = next(ln for ln in lines if ln.startswith("FAIL composition: "))
     assert "train has 1 rows, the manifest says 12" in comp
-    assert "train has 1 rows, fewer than batch_size 2" in comp
+    assert "train has 1 rows, fewer than min_split_rows 2" in comp
 
 
 def test_sample_and_json(rendered: tuple[Path, Path]) -> None:

@@ -58,9 +58,12 @@ from jarvis.cli.common import (
     "--max-reject-rate", type=Finite(0.0, 1.0), help="Allowed share of invalid records. Default 0."
 )
 @click.option(
+    "--min-split-rows",
     "--batch-size",
+    "min_split_rows",
     type=click.IntRange(min=1),
-    help="Every split must hold at least this many rows. Default 4.",
+    help="Every written split must hold at least this many rows (your training --batch-size: "
+    "mlx-lm cannot batch fewer). Default 4. --batch-size is the old name.",
 )
 @click.option("--force", is_flag=True, help="Replace an existing --out folder.")
 @click.option(
@@ -109,7 +112,7 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
         "max_seq_length": opts["max_seq_length"],
         "on_overlength": opts["on_overlength"],
         "max_reject_rate": opts["max_reject_rate"],
-        "batch_size": opts["batch_size"],
+        "min_split_rows": opts["min_split_rows"],
     }
     given = {k: v for k, v in values.items() if v is not None}
     if opts["recipe"]:

@@ -44,9 +44,9 @@ from jarvis.errors import (
     DatasetError,
     InputError,
     JarvisError,
-    UsageError,
     RecordError,
     TokenizationError,
+    UsageError,
 )
 from jarvis.files import load_yaml, read_jsonl, sha256_file
 from jarvis.inputs import DEFAULT_TAG, TAG_PATTERN, InputSpec, RawRecord, expand, iter_file

@@ -217,11 +217,25 @@ def markdown(data: Mapping[str, Any], items: Sequence[Item], chart: str | None) 
     lines += [*_md_table(header, rows), "", "## Replies (first 10)", ""]
     header = ["id", "input", "target", *runs]
     rows = [
-        [i.rid, i.prompt[-120:], i.target, *(i.replies[r]["text"] for r in runs)]
+        [i.rid, tail_words(i.prompt, 120), i.target, *(i.replies[r]["text"] for r in runs)]
         for i in items[:10]
     ]
     lines += _md_table(header, rows)
     return "\n".join(lines) + "\n"
+
+
+def tail_words(text: str, limit: int) -> str:
+    """The end of `text` in at most `limit` characters, cut at a word boundary, marked `…`.
+
+    The end of a prompt is what the reply answers (the last message), so the head goes.
+    """
+    if len(text) <= limit:
+        return text
+    cut = text[len(text) - limit + 1 :]
+    space = cut.find(" ")
+    if 0 <= space < len(cut) - 1:
+        cut = cut[space + 1 :]
+    return "…" + cut
 
 
 def reference_lines(summary: Mapping[str, Any]) -> list[tuple[float, str, str]]:
@@ -281,8 +295,11 @@ def run_eval(
     adapter: str | None = None,
     baseline: bool = False,
     limit: int | None = None,
+    sample: int | None = None,
     out: str | os.PathLike[str] = "eval-out",
     max_tokens: int | None = None,
+    temperature: float = 0.0,
+    seed: int = 0,
     force: bool = False,
     allow_mismatch: bool = False,
     root: str | None = None,
@@ -296,9 +313,13 @@ def run_eval(
         model: base model folder or cached hub id.
         adapter: adapter folder; with `baseline`, the base model runs too, side by side.
         baseline: also run the base model without the adapter.
-        limit: evaluate only the first N records of the split.
+        limit: evaluate only the first N records of the split (in records.jsonl order).
+        sample: evaluate N records chosen at random with a fixed seed, as `verify --sample`
+            (applied after `limit`).
         out: report folder (`report.json`, `report.md`, `replies.jsonl`, `comparison.png`).
         max_tokens: default the contract's `generation.max_tokens`.
+        temperature: sampling temperature; 0 (the default) is greedy, so scores repeat.
+        seed: seeds the sampler of every reply (the same seed gives the same replies).
         force: replace an existing `out`.
         allow_mismatch: load an adapter whose stamp does not match the contract.
         root: contract root.
@@ -320,6 +341,11 @@ def run_eval(
     folder = Path(dataset)
     out = Path(out)
     manifest, records = load_split(folder, split, limit)
+    if sample is not None and sample < len(records):
+        import random
+
+        # The same fixed seed as `verify --sample`: the same N records on every run.
+        records = random.Random(0).sample(records, sample)
     from jarvis.dataset import manifest_root
 
     root = manifest_root(manifest, root)
@@ -355,7 +381,9 @@ def run_eval(
             bar = click.progressbar(length=len(items), label=f"eval {label}", file=sys.stderr)
             bar.render_progress()
         for item, (_, _, record) in zip(items, records, strict=True):
-            reply = engine.reply(record, max_tokens=limit_tokens, temperature=0.0, seed=0)
+            reply = engine.reply(
+                record, max_tokens=limit_tokens, temperature=temperature, seed=seed
+            )
             item.replies[label] = {
                 "text": reply.text,
                 "finish_reason": reply.finish_reason,
@@ -378,7 +406,7 @@ def run_eval(
         "contract": {"ref": contract.ref, "fingerprint": contract.fingerprint},
         "model": str(model),
         "adapter": adapter,
-        "generation": {"temperature": 0.0, "max_tokens": limit_tokens, "seed": 0},
+        "generation": {"temperature": temperature, "max_tokens": limit_tokens, "seed": seed},
         "runs": {},
     }
     for label, path in runs:

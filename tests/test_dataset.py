@@ -308,7 +308,9 @@ def test_nothing_to_train_on_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="empty input file"):
         render_dataset(recipe(empty), tmp_path / "out")
     few = write_jsonl(tmp_path / "few.jsonl", [reply(i) for i in range(30)])
-    with pytest.raises(DatasetError, match=r"^valid split has 2 rows, fewer than --min-split-rows 4"):
+    with pytest.raises(
+        DatasetError, match=r"^valid split has 2 rows, fewer than --min-split-rows 4"
+    ):
         render_dataset(recipe(few), tmp_path / "out")
     assert render_dataset(recipe(few, split="0.8,0.2,0"), tmp_path / "out")["files"].keys() == {
         "train.jsonl",

@@ -173,3 +173,42 @@ def test_chart_labels_target_mean_and_contract_length(tmp_path: Path) -> None:
     with mock.patch.object(Axes, "axhline", spy):
         assert write_chart(data, tmp_path / "c.png") is None
     assert drawn == [(4.5, "target mean (4.5)"), (9.0, "contract length (9)")]
+
+
+def test_report_input_column_is_cut_at_a_word() -> None:
+    from jarvis.evaluate import tail_words
+
+    text = "Sam: " + " ".join(f"word{i}" for i in range(60)) + " you coming tonight?"
+    cut = tail_words(text, 40)
+    assert cut.startswith("…") and len(cut) <= 40
+    assert cut.endswith("you coming tonight?")
+    assert text.endswith(cut[1:]) and text[len(text) - len(cut)] == " "  # a whole first word
+    assert tail_words("short", 40) == "short"
+
+
+def test_eval_sample_temperature_and_seed(
+    trained: tuple[Path, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    from jarvis.evaluate import run_eval
+
+    dataset, _ = trained
+    model = tiny_model
+    reports = [
+        run_eval(
+            dataset,
+            split="train",
+            model=str(model),
+            sample=3,
+            temperature=0.9,
+            seed=5,
+            max_tokens=6,
+            out=tmp_path / f"r{k}",
+        )  # fmt: skip
+        for k in range(2)
+    ]
+    data = [json.loads((tmp_path / f"r{k}" / "report.json").read_text()) for k in range(2)]
+    assert data[0]["records"] == 3
+    assert data[0]["generation"] == {"temperature": 0.9, "max_tokens": 6, "seed": 5}
+    replies = [(tmp_path / f"r{k}" / "replies.jsonl").read_text() for k in range(2)]
+    assert replies[0] == replies[1]  # the same seed: the same sampled replies
+    assert reports[0].to_dict()["records"] == 3

@@ -7,6 +7,8 @@ import sys
 import click
 
 from jarvis.cli.common import (
+    SEED,
+    Finite,
     dataset_option,
     echo_json,
     get_root,
@@ -22,7 +24,12 @@ from jarvis.cli.common import (
 @click.option(
     "--tokenizer", help="Model or tokenizer folder: runtime-prompt tokens must prefix each row's."
 )
-@click.option("--sample", type=click.IntRange(min=1), help="Re-render N rows (default: all).")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    help="Re-render N records chosen at random with a fixed seed (default: all; "
+    "eval --limit takes the first N instead).",
+)
 @click.option(
     "--chat-template",
     "chat_template",
@@ -127,7 +134,14 @@ def diff_cmd(ctx: click.Context, a: str, b: str, chat_template: str | None, show
 @click.option("--model", required=True, help="Base model folder (or cached hub id).")
 @click.option("--adapter", type=click.Path(file_okay=False), help="Adapter folder to evaluate.")
 @click.option("--baseline", is_flag=True, help="Also run the base model without the adapter.")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate the first N records only.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Evaluate the first N records only (file order)."
+)
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    help="Evaluate N records chosen at random with a fixed seed (as verify --sample).",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -137,6 +151,11 @@ def diff_cmd(ctx: click.Context, a: str, b: str, chat_template: str | None, show
     help="Report folder.",
 )
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the contract's.")
+@click.option(
+    "--temperature", "--temp", "temperature", type=Finite(min=0.0), default=0.0,
+    show_default=True, help="0 is greedy: the same scores on every run.",
+)  # fmt: skip
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the sampler.")
 @click.option("--force", is_flag=True, help="Replace an existing report folder.")
 @click.option("--allow-mismatch", is_flag=True, help="Load an adapter whose stamp mismatches.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json's content.")
@@ -150,8 +169,11 @@ def eval_cmd(
     adapter: str | None,
     baseline: bool,
     limit: int | None,
+    sample: int | None,
     out_dir: str,
     max_tokens: int | None,
+    temperature: float,
+    seed: int,
     force: bool,
     allow_mismatch: bool,
     as_json: bool,
@@ -169,8 +191,11 @@ def eval_cmd(
         adapter=adapter,
         baseline=baseline,
         limit=limit,
+        sample=sample,
         out=out_dir,
         max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
         force=force,
         allow_mismatch=allow_mismatch,
         root=get_root(ctx),

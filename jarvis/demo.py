@@ -52,8 +52,9 @@ def main() -> None:
 
     _step(2, "render the training data through the reply@1 contract")
     examples = bundled_root() / "examples" / "reply"
-    # The post-mortem's faults become errors: the curated `perfect` tag must keep its share of
-    # train, every target must pass the contract's output checks, no row may be truncated.
+    # What went wrong for real teams becomes an error here: the hand-written `perfect` examples
+    # must keep their share of train, every target must pass the contract's output checks, no
+    # row may be truncated.
     _jarvis(
         "render-dataset", "--contract", "reply@1",
         "--input", str(examples / "threads.jsonl"),
@@ -64,13 +65,16 @@ def main() -> None:
     )  # fmt: skip
     empty = OUT / "empty"
     empty.mkdir()
-    print("  # the other post-mortem: a config pointing at an empty folder now fails up front")
+    print(
+        "  # a training run pointed at an empty data folder (a real team's mistake: their\n"
+        "  # adapter learned noise) now fails before any model loads"
+    )
     _jarvis("train", "--dataset", str(empty), "--model", str(model),
-            "--adapter-path", str(OUT / "never"), check=False)  # fmt: skip
+            "--adapter", str(OUT / "never"), check=False)  # fmt: skip
 
     _step(3, "train a LoRA adapter (a few iterations on CPU); the adapter gets a jarvis stamp")
     _jarvis(
-        "train", "--dataset", str(data), "--model", str(model), "--adapter-path", str(adapter),
+        "train", "--dataset", str(data), "--model", str(model), "--adapter", str(adapter),
         "--iters", "20", "--batch-size", "2", "--learning-rate", "5e-3",
     )  # fmt: skip
 
@@ -87,10 +91,12 @@ def main() -> None:
     print("  check_adapter: " + ("; ".join(warnings) or "matches reply@1 and the base model"))
 
     _step(5, "reply through the contract (the model is random: expect noise, not words)")
-    _jarvis("reply", "--model", str(model), "--adapter", str(adapter), "--dry-run",
+    print("  # the exact prompt the adapter was trained on, without loading the model:")
+    _jarvis("reply", "--adapter", str(adapter), "--dry-run",
             "--sender", "Sam", "you coming tonight?")  # fmt: skip
-    _jarvis("reply", "--model", str(model), "--adapter", str(adapter), "--json", "--seed", "3",
-            "--sender", "Sam", "you coming tonight?")  # fmt: skip
+    print("  # the adapter's stamp names its contract and base model: no --model needed")
+    _jarvis("reply", "--adapter", str(adapter), "--json", "--seed", "3",
+            "--sender", "Sam", "you", "coming", "tonight?")  # fmt: skip
 
     _step(6, "edit the adapter's fingerprint: jarvis reply refuses it (exit 8)")
     bad = OUT / "adapter-edited"

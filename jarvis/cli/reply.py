@@ -116,7 +116,14 @@ def reply_cmd(
     request_messages(contract, request)
 
     if dry_run:
+        from jarvis.adapter import read_stamp, resolve_model_dir
         from jarvis.chat import apply_chat_template, chatml, load_tokenizer
+
+        if model is None and adapter is not None:
+            # The base the adapter was trained on, when it is here: its chat template.
+            base = (read_stamp(adapter) or {}).get("base_model")
+            if isinstance(base, str) and resolve_model_dir(base) is not None:
+                model = base
 
         tokenizer = load_tokenizer(model) if model is not None else None
         messages = request_messages(contract, request, tokenizer=tokenizer)

@@ -291,7 +291,7 @@ def run_eval(
     dataset: str | os.PathLike[str],
     *,
     split: str = "test",
-    model: str,
+    model: str | None = None,
     adapter: str | None = None,
     baseline: bool = False,
     limit: int | None = None,
@@ -310,7 +310,7 @@ def run_eval(
     Args:
         dataset: a folder written by `jarvis render-dataset` (needs `records.jsonl`).
         split: "train", "valid" or "test".
-        model: base model folder or cached hub id.
+        model: base model folder or hub id; default: the base the adapter's stamp names.
         adapter: adapter folder; with `baseline`, the base model runs too, side by side.
         baseline: also run the base model without the adapter.
         limit: evaluate only the first N records of the split (in records.jsonl order).
@@ -340,6 +340,14 @@ def run_eval(
 
     folder = Path(dataset)
     out = Path(out)
+    if model is None:
+        from jarvis.adapter import read_stamp
+        from jarvis.errors import ModelError
+
+        base = (read_stamp(adapter) or {}).get("base_model") if adapter is not None else None
+        if not isinstance(base, str):
+            raise ModelError("no model given, and no adapter stamp names its base model")
+        model = base
     manifest, records = load_split(folder, split, limit)
     if sample is not None and sample < len(records):
         import random

@@ -78,8 +78,6 @@ def test_eval_baseline_writes_both_reports_and_the_chart(
         str(ds),
         "--split",
         "test",
-        "--model",
-        str(tiny_model),
         "--adapter",
         str(adapter),
         "--baseline",
@@ -90,8 +88,10 @@ def test_eval_baseline_writes_both_reports_and_the_chart(
         "--max-tokens",
         "8",
     ]
+    # No --model: the adapter's stamp names the base, which the base run uses too.
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["model"] == str(tiny_model)
     lines = result.stdout.splitlines()
     assert lines[0] == "reply@1 on test (2 records)"
     assert lines[1].split() == ["metric", "base", "adapter"]

@@ -131,7 +131,9 @@ def diff_cmd(ctx: click.Context, a: str, b: str, chat_template: str | None, show
 @click.option(
     "--split", default="test", show_default=True, type=click.Choice(["train", "valid", "test"])
 )
-@click.option("--model", required=True, help="Base model folder (or cached hub id).")
+@click.option(
+    "--model", help="Base model folder or hub id. Default: the base the adapter's stamp names."
+)
 @click.option("--adapter", type=click.Path(file_okay=False), help="Adapter folder to evaluate.")
 @click.option("--baseline", is_flag=True, help="Also run the base model without the adapter.")
 @click.option(
@@ -165,7 +167,7 @@ def eval_cmd(
     ctx: click.Context,
     dataset_dir: str,
     split: str,
-    model: str,
+    model: str | None,
     adapter: str | None,
     baseline: bool,
     limit: int | None,

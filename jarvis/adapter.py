@@ -101,6 +101,17 @@ def model_id(model: str | os.PathLike[str]) -> str:
     return str(path.resolve()) if path.exists() else os.fspath(model)
 
 
+def model_config(model_dir: Path | None) -> dict[str, Any]:
+    """Return a model folder's `config.json` as a dict ({} when missing or unreadable)."""
+    if model_dir is None:
+        return {}
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def config_sha256(model_dir: Path) -> str:
     """Return the sha256 of a model's `config.json`, canonicalised (key order ignored).
 

@@ -8,7 +8,6 @@ prefills the contract's static system prefix once into a KV cache, and copies it
 from __future__ import annotations
 
 import copy
-import json
 import os
 import threading
 import time
@@ -25,6 +24,7 @@ from jarvis.adapter import (
     config_sha256,
     emit_warnings,
     fetch_model,
+    model_config,
     raise_or_allow,
     read_stamp,
     stamp_contract,
@@ -539,14 +539,7 @@ _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length"
 
 def context_length(model_dir: Path | None) -> int | None:
     """Return the context length a model's `config.json` declares, or None when unknown."""
-    if model_dir is None:
-        return None
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(config, dict):
-        return None
+    config = model_config(model_dir)
     for key in _CONTEXT_KEYS:
         value = config.get(key)
         if isinstance(value, int) and value > 0:

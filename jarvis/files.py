@@ -50,10 +50,19 @@ def read_text(path: Path, error: type[JarvisError]) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    return decode_text(data, str(path), error)
+
+
+def decode_text(data: bytes, name: str, error: type[JarvisError], bom: bool = False) -> str:
+    """Decode UTF-8 strictly (`bom`: a leading BOM is dropped); `error` names `name`.
+
+    Raises:
+        error: not UTF-8 (with the reason and the byte offset).
+    """
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig" if bom else "utf-8")
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
+        raise error(f"{name}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:

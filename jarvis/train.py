@@ -30,6 +30,7 @@ from jarvis.adapter import (
     config_sha256,
     fetch_model,
     make_stamp,
+    model_config,
     model_id,
     resolve_model_dir,
     weights_sha256,
@@ -249,12 +250,7 @@ def _slug(value: str) -> str:
 
 
 def _layer_count(model_dir: Path | None) -> int | None:
-    if model_dir is None:
-        return None
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    config = model_config(model_dir)
     layers = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
     return int(layers) if layers is not None else None
 

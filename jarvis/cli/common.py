@@ -121,16 +121,11 @@ def read_text_input(path: str) -> str:
         InputError: unreadable, or not UTF-8 (names the file and the byte offset).
     """
     from jarvis.errors import InputError
+    from jarvis.files import decode_text, read_text
 
-    name = "<stdin>" if path == "-" else path
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{name}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    if path != "-":
+        return read_text(Path(path), InputError).removeprefix("\ufeff")
+    return decode_text(sys.stdin.buffer.read(), "<stdin>", InputError, bom=True)
 
 
 def echo_json(value: Any) -> None:

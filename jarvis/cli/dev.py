@@ -54,3 +54,30 @@ def examples_cmd(dest: str | None) -> None:
     path = copy_examples(dest)
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         click.echo(f"wrote {file.relative_to(path.parent)}")
+
+
+@dev.command("import-gguf")
+@click.argument("gguf", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option(
+    "--dequantize/--keep-quantized",
+    "dense",
+    default=None,
+    help="Dense weights (default on a Linux CPU, where mlx's quantized matmul is slow) or "
+    "mlx-quantized ones (default on Apple silicon).",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="The float type of dense weights (and of quantization scales).",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if jarvis wrote it.")
+def dev_import_gguf(gguf: str, out: str, dense: bool | None, dtype: str, force: bool) -> None:
+    """Convert a llama GGUF file (F32, F16, Q8_0, Q4_0, Q4_1) into an mlx-lm model folder."""
+    from jarvis.gguf_import import default_dense, import_gguf
+
+    path = import_gguf(gguf, out, dense=dense, dtype=dtype, force=force)
+    kept = "dense" if (default_dense() if dense is None else dense) else "quantized"
+    click.echo(f"wrote {path} (llama, {kept} {dtype})")

@@ -984,10 +984,6 @@ def render_dataset(
         *([recipe.tokenizer] if recipe.tokenizer is not None else []),
     ]
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
-        # mkdtemp makes the folder 0700; a dataset folder gets the user's usual permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)
         spill = _Spill(tmp / ".spill")
         bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
         workers = _jobs(None if jobs == "auto" else jobs, files)

@@ -68,7 +68,9 @@ def _scalar(meta: dict[str, Any], key: str, default: Any = None) -> Any:
     value = meta.get(key, default)
     if value is None:
         raise ModelError(f"GGUF metadata has no {key!r}")
-    return value.item() if hasattr(value, "item") else value
+    value = value.item() if hasattr(value, "item") else value
+    # GGUF stores float32: 1e-5 reads back as 9.99999974e-06; keep float32's digits only.
+    return float(f"{value:.7g}") if isinstance(value, float) else value
 
 
 def _unpermute(w: Any, heads: int) -> Any:

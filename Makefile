@@ -10,6 +10,11 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# `make FAST_BLAS=1 bench` (Linux): mlx's float32 matmuls through OpenBLAS instead of the
+# reference BLAS of the mlx[cpu] wheel (see `jarvis dev fast-blas`); the tests never use it.
+ifeq ($(FAST_BLAS),1)
+export JARVIS_FAST_BLAS := 1
+endif
 
 .PHONY: install test lint format check snapshots demo bench real-model clean
 

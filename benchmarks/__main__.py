@@ -33,4 +33,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from jarvis.blas import reexec_if_asked
+
+    reexec_if_asked(sys.argv[1:], module="benchmarks")  # JARVIS_FAST_BLAS=1: OpenBLAS
     sys.exit(main(sys.argv[1:]))

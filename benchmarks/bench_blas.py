@@ -78,14 +78,14 @@ def main() -> None:
         diff = float(
             np.abs(np.load(Path(tmp) / "bundled.npy") - np.load(Path(tmp) / "openblas.npy")).max()
         )
-    print(
-        f"model: {MODEL} ({results['bundled'][0]['prompt_tokens']:.0f}-token prompt), {RUNS} runs each"
-    )
+    tokens = results["bundled"][0]["prompt_tokens"]
+    print(f"model: {MODEL} ({tokens:.0f}-token prompt), {RUNS} runs each")
     for metric in ("prefill", "decode"):
         slow = statistics.median(r[metric] for r in results["bundled"])
         fast = statistics.median(r[metric] for r in results["openblas"])
         print(
-            f"{metric:8} bundled BLAS {slow:8.1f} tok/s   OpenBLAS {fast:8.1f} tok/s   {fast / slow:5.1f}x"
+            f"{metric:8} bundled BLAS {slow:8.1f} tok/s   OpenBLAS {fast:8.1f} tok/s   "
+            f"{fast / slow:5.1f}x"
         )
     print(f"max |logit difference| on the last prompt token: {diff:.2e}")
 

@@ -464,6 +464,72 @@ class ReplyEngine:
                 return chunk.reply
         raise ModelError("generation ended without a reply")  # pragma: no cover
 
+    def reply_batch(
+        self,
+        requests: Sequence[Request],
+        *,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        batch_size: int = 32,
+    ) -> list[Reply]:
+        """Generate greedy replies to many requests at once, batched (mlx-lm's BatchGenerator).
+
+        The same greedy text as `reply(request, temperature=0)` one at a time (tested), at a
+        fraction of the time for many requests: prompts are prefilled and decoded together.
+
+        Args:
+            requests: records or message lists, as `stream_reply` takes.
+            max_tokens: default the contract's `generation.max_tokens`.
+            stop: stop strings (default the contract's); the text is cut at the first.
+            batch_size: requests decoded together.
+
+        Returns:
+            One `Reply` per request, in order (timings are the batch's, shared).
+
+        Raises:
+            RecordError: a request fails the contract's schema (before any generation).
+            PromptTooLongError: a prompt does not fit the context with `max_tokens`.
+        """
+        from mlx_lm.generate import batch_generate
+
+        gen = self.contract.spec.generation
+        limit = gen.max_tokens if max_tokens is None else max_tokens
+        stops = [s for s in (gen.stop if stop is None else stop) if s]
+        prompts = [self.prompt_tokens(r) for r in requests]  # validates every request first
+        for tokens in prompts:
+            self.check_length(len(tokens), limit)
+        out: list[Reply] = []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            began = time.perf_counter()
+            result = batch_generate(
+                self.model, self.tokenizer, chunk, max_tokens=limit, return_token_ids=True
+            )
+            seconds = time.perf_counter() - began
+            assert result.token_ids is not None
+            for tokens, ids in zip(chunk, result.token_ids, strict=True):
+                text = self.tokenizer.decode(ids)
+                ended = len(ids) < limit  # batch_generate drops the EOS token it stopped on
+                hit = _find_stop(text, stops, 0)
+                if hit is not None:
+                    text, ended = text[:hit], True
+                out.append(
+                    Reply(
+                        text=text,
+                        finish_reason="stop" if ended else "length",
+                        prompt_tokens=len(tokens),
+                        generation_tokens=len(ids) + (len(ids) < limit),
+                        cached_prefix_tokens=0,
+                        ttft_s=seconds,
+                        tokens_per_s=sum(len(i) for i in result.token_ids) / seconds,
+                        contract=self.contract.ref,
+                        fingerprint=self.contract.fingerprint,
+                        checks=run_checks(text, self.contract.spec.checks),
+                        adapter=self.adapter,
+                    )
+                )
+        return out
+
     # -- setup ----------------------------------------------------------------------------
 
     def _add_end_of_turn(self) -> None:

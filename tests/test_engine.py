@@ -271,3 +271,21 @@ def test_parse_request_lines() -> None:
     assert parse_request(contract, '[{"sender": "A", "text": "b"}]') == [
         {"sender": "A", "text": "b"}
     ]
+
+
+def test_batched_replies_equal_one_at_a_time_greedy(base_engine: ReplyEngine) -> None:
+    requests = [
+        [{"sender": "Sam", "text": "you coming tonight?"}],
+        [{"sender": "Ana", "text": "dinner at 7? we could also do 8 if that is better"}],
+        [{"sender": "Lee", "text": "hi"}],
+        [{"sender": "Sam", "text": "did you pay rent"}, {"sender": "Jwalin", "text": "ya"}],
+        [{"sender": "Ana", "text": "lol"}],
+    ]
+    one = [base_engine.reply(r, temperature=0.0, max_tokens=12) for r in requests]
+    batched = base_engine.reply_batch(requests, max_tokens=12, batch_size=3)
+    assert [b.text for b in batched] == [o.text for o in one]
+    assert [b.finish_reason for b in batched] == [o.finish_reason for o in one]
+    assert [b.prompt_tokens for b in batched] == [o.prompt_tokens for o in one]
+    assert [[c.passed for c in b.checks] for b in batched] == [
+        [c.passed for c in o.checks] for o in one
+    ]

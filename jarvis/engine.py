@@ -269,21 +269,19 @@ class ReplyEngine:
             problems, notes = check_stamp(self.stamp, self.contract, where=where)
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
         folder = fetch_model(self.model_id)
-        if self.stamp is not None:
-            # The base check runs before mlx-lm touches the adapter: on a base of another
-            # shape mlx-lm would fail with a dump of parameter names instead.
-            from jarvis.chat import load_tokenizer
-
-            problems = check_stamp_base(
-                self.stamp,
-                where=where,
-                chat_template_sha=chat_template_sha256(load_tokenizer(folder)),
-                base_config_sha256=config_sha256(folder),
-                base_weights_sha256=weights_sha256(folder),
-                base=self.model_id,
-            )
-            self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
-        self.model, self.tokenizer = _load(str(folder), self.adapter)
+        # The base checks run before mlx-lm touches the adapter (on a base of another shape
+        # it fails with a dump of parameter names): config and weights before loading
+        # anything, the chat template on the loaded base's own tokenizer.
+        self._check_base(
+            where, allow_mismatch, base_config_sha256=config_sha256(folder),
+            base_weights_sha256=weights_sha256(folder),
+        )  # fmt: skip
+        self.model, self.tokenizer = _load(str(folder))
+        self._check_base(
+            where, allow_mismatch, chat_template_sha=chat_template_sha256(self.tokenizer)
+        )
+        if self.adapter is not None:
+            _attach_adapter(self.model, self.adapter)
         emit_warnings(self.warnings, stamped=self.stamp is not None)
         self.context_length = context_length(folder)
         self.enable_thinking = has_thinking(self.tokenizer)
@@ -292,6 +290,18 @@ class ReplyEngine:
         self._prefix_cache: list[Any] | None = None
         if prefix_cache:
             self._build_prefix_cache()
+
+    def _check_base(self, where: str, allow_mismatch: bool, **hashes: str | None) -> None:
+        if self.stamp is None:
+            return
+        kwargs: dict[str, str | None] = {
+            "chat_template_sha": None,
+            "base_config_sha256": None,
+            "base_weights_sha256": None,
+            **hashes,
+        }
+        problems = check_stamp_base(self.stamp, where=where, base=self.model_id, **kwargs)
+        self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch)
 
     # -- prompt ---------------------------------------------------------------------------
 
@@ -613,25 +623,36 @@ def context_length(model_dir: Path | None) -> int | None:
     return None
 
 
-def _load(model: str, adapter: str | None) -> tuple[Any, Any]:
-    """Load base and adapter through mlx-lm and evaluate every parameter now.
+def _load(model: str) -> tuple[Any, Any]:
+    """Load a base model and its tokenizer through mlx-lm and evaluate every parameter now.
 
-    Evaluating at once means no lazy adapter array is left bound to this thread's stream,
-    so the engine can generate from a worker thread (mlx-lm-facts 2.2).
+    Evaluating at once means no lazy array is left bound to this thread's stream, so the
+    engine can generate from a worker thread (mlx-lm-facts 2.2).
     """
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import mlx.core as mx
     from mlx_lm import load
 
-    if adapter is not None:
-        check_adapter_weights(adapter)
     try:
-        result: Any = load(model, adapter_path=adapter)
+        result: Any = load(model)
     except JarvisError:
         raise
     except Exception as exc:  # mlx-lm raises plain ValueError/FileNotFoundError/KeyError
-        what = f"{model} with adapter {adapter}" if adapter else model
-        raise ModelError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
+        raise ModelError(f"cannot load {model}: {type(exc).__name__}: {exc}") from exc
     loaded, tokenizer = result
     mx.eval(loaded.parameters())
     return loaded, tokenizer
+
+
+def _attach_adapter(model: Any, adapter: str) -> None:
+    """Apply an adapter to a loaded base as `mlx_lm.load(adapter_path=...)` does."""
+    import mlx.core as mx
+    from mlx_lm.utils import load_adapters
+
+    check_adapter_weights(adapter)
+    try:
+        load_adapters(model, adapter)
+    except Exception as exc:  # mlx-lm raises plain ValueError/FileNotFoundError/KeyError
+        raise ModelError(f"cannot load adapter {adapter}: {type(exc).__name__}: {exc}") from exc
+    model.eval()
+    mx.eval(model.parameters())

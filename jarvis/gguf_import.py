@@ -53,15 +53,14 @@ def default_dense() -> bool:
     return not (sys.platform == "darwin" and platform.machine() == "arm64")
 
 
-def _module_name(name: str) -> tuple[str, str]:
-    """`blk.3.ffn_up.weight` -> (`model.layers.3.mlp.up_proj`, `weight`)."""
-    parts = name.split(".")
-    leaf = parts[-1]
-    if parts[0] == "blk" and len(parts) == 4 and parts[2] in _MODULES:
-        return f"model.layers.{parts[1]}.{_MODULES[parts[2]]}", leaf
-    if len(parts) == 2 and parts[0] in _TOP:
-        return _TOP[parts[0]], leaf
-    raise ModelError(f"unexpected GGUF tensor {name!r} for a llama model")
+def _module_name(stem: str) -> str:
+    """`blk.3.ffn_up` -> `model.layers.3.mlp.up_proj` (a tensor name without its leaf)."""
+    parts = stem.split(".")
+    if parts[0] == "blk" and len(parts) == 3 and parts[2] in _MODULES:
+        return f"model.layers.{parts[1]}.{_MODULES[parts[2]]}"
+    if len(parts) == 1 and parts[0] in _TOP:
+        return _TOP[parts[0]]
+    raise ModelError(f"unexpected GGUF tensor {stem!r} for a llama model")
 
 
 def _scalar(meta: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -208,9 +207,8 @@ def import_gguf(
     # Group the loaded arrays by module: a plain tensor, or a quantized triple.
     modules: dict[str, dict[str, Any]] = {}
     for name, value in arrays.items():
-        stem, leaf = name.rsplit(".", 1)
-        module, part = _module_name(f"{stem}.weight")
-        modules.setdefault(module, {})[leaf if leaf in ("scales", "biases") else part] = value
+        stem, leaf = name.rsplit(".", 1)  # leaf: weight, or scales/biases when quantized
+        modules.setdefault(_module_name(stem), {})[leaf] = value
     weights: dict[str, Any] = {}
     bits_of: dict[str, int] = {}
     for module, parts in sorted(modules.items()):

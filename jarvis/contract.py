@@ -66,6 +66,33 @@ class GenerationSpec(_Strict):
     stop: list[str] = Field(default_factory=list)
 
 
+class RetrievalSpec(_Strict):
+    """How a version fills its RAG block from an exemplar store (`jarvis.rag`).
+
+    An exemplar is a past record seen as (its query text, its target): for `reply`, the last
+    message not from the persona and the persona's reply to it.
+    """
+
+    k: int = Field(default=3, ge=1, le=32)
+    # `last_incoming` (the last message whose sender is not the persona), `last_message`, or
+    # `field:NAME` (a string field of the record).
+    query: str = Field(default="last_incoming", pattern=r"^(last_incoming|last_message|field:\w+)$")
+    # The parameter holding the persona's name (for `last_incoming`).
+    persona: str = "persona_name"
+    # The schema field the exemplars fill (a list of {message, reply}).
+    field: str = "retrieved"
+    # Leave the record's own thread (its group key) out: its context is already in the prompt.
+    exclude_thread: bool = True
+    min_score: float = Field(default=0.0, ge=0.0)
+
+    def key(self, parameters: Mapping[str, Any], target: str) -> str:
+        """What defines an exemplar's content: a store is reusable across versions with it."""
+        data = {"query": self.query, "target": target}
+        if self.query == "last_incoming":
+            data["persona"] = str(parameters.get(self.persona))
+        return _sha(_canonical(data))
+
+
 class VersionSpec(_Strict):
     """Everything that defines one version of a contract."""
 
@@ -77,6 +104,7 @@ class VersionSpec(_Strict):
     checks: list[dict[str, dict[str, Any]]] = Field(default_factory=list)
     special_tokens: Literal["refuse", "escape"] = "refuse"
     group_key: str | None = None
+    retrieval: RetrievalSpec | None = None
 
 
 class ContractSpec(_Strict):
@@ -220,6 +248,24 @@ class Contract:
     def target_field(self) -> str:
         """The schema field holding the assistant target."""
         return self.schema.TARGET_FIELD
+
+    @property
+    def retrieval(self) -> RetrievalSpec | None:
+        """The version's `retrieval:` block, or None (the caller fills the RAG block)."""
+        return self.spec.retrieval
+
+    @cached_property
+    def rag_field(self) -> str | None:
+        """The schema field holding the RAG block: retrieval's, else `retrieved` if any."""
+        if self.spec.retrieval is not None:
+            return self.spec.retrieval.field
+        return "retrieved" if "retrieved" in self.schema.model_fields else None
+
+    @cached_property
+    def retrieval_key(self) -> str | None:
+        """The key a store must have been built with for this version (None: no retrieval)."""
+        r = self.spec.retrieval
+        return None if r is None else r.key(self.spec.parameters, self.target_field)
 
     @property
     def group_key(self) -> str | None:
@@ -375,6 +421,8 @@ def _build(
         )
     if schema.TARGET_FIELD not in fields:
         raise ContractError(f"{name}@{version}: schema {schema.__name__} has no target field")
+    if spec.retrieval is not None:
+        _check_retrieval(name, version, spec, schema)
 
     roles = {"system": spec.templates.system, "user": spec.templates.user}
     if spec.templates.assistant is not None:
@@ -413,9 +461,13 @@ def _build(
     validate_check_specs(spec.checks, where=f"contracts/{name}.yaml: versions.{version}.checks")
 
     policy = SpecialTokenPolicy(spec.special_tokens)
+    # `retrieval` is left out when absent, so versions written before it keep their hash.
+    dumped = spec.model_dump(
+        mode="json", by_alias=True, exclude={"retrieval"} if spec.retrieval is None else None
+    )
     parts = {
         f"contracts/{name}.yaml#versions.{version}": _sha(
-            _canonical({"name": name, "version": spec.model_dump(mode="json", by_alias=True)})
+            _canonical({"name": name, "version": dumped})
         ),
         f"schema:{schema.__name__}": _sha(_canonical(schema.model_json_schema())),
         "renderer": _sha(_canonical({**RENDERER_OPTIONS, "control_strings": policy.tokens})),
@@ -447,6 +499,36 @@ def _build(
         passthrough = bare is not None and bare.group(1) == schema.TARGET_FIELD
         object.__setattr__(contract, "_target_passthrough", passthrough)
     return contract
+
+
+def _check_retrieval(name: str, version: int, spec: VersionSpec, schema: type[Record]) -> None:
+    """A `retrieval:` block names fields and parameters that exist and fit."""
+    r = spec.retrieval
+    assert r is not None
+    where = f"contracts/{name}.yaml: versions.{version}.retrieval"
+    fields = schema.model_fields
+    if r.field not in fields or r.field in (schema.TARGET_FIELD, spec.group_key):
+        raise ContractError(
+            f"{where}.field: {r.field!r} is not a field of {schema.__name__} that can hold "
+            "the exemplars (a list of {message, reply}, neither the target nor the group key)"
+        )
+    if r.query.startswith("field:"):
+        source = r.query.split(":", 1)[1]
+        if source not in fields or source in (schema.TARGET_FIELD, r.field):
+            raise ContractError(f"{where}.query: {source!r} is not a field of {schema.__name__}")
+    elif "messages" not in fields:
+        raise ContractError(
+            f"{where}.query: {r.query} reads `messages`, which {schema.__name__} does not have"
+        )
+    if r.query == "last_incoming" and not isinstance(spec.parameters.get(r.persona), str):
+        raise ContractError(
+            f"{where}.persona: {r.persona!r} is not a text parameter of {name}@{version} "
+            "(last_incoming needs the persona's name)"
+        )
+    if r.exclude_thread and spec.group_key is None:
+        raise ContractError(
+            f"{where}.exclude_thread: needs a group_key (the field naming a record's thread)"
+        )
 
 
 def read_lock(root: Path) -> dict[str, dict[str, Any]]:

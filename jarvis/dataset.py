@@ -339,12 +339,13 @@ class _Spill:
     def close(self) -> None:
         _close_all(self.files)
 
-    def buckets(self) -> Iterator[list[bytes]]:
+    def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
         """Yield each bucket's lines, sorted by (hash, unit, copy), in hash order."""
         for i in range(BUCKETS):
             path = self.folder / f"{i:02d}"
             lines = path.read_bytes().splitlines()
-            path.unlink()
+            if not keep:
+                path.unlink()
             lines.sort()
             yield lines
 
@@ -390,10 +391,16 @@ class _RecordWork:
         self.has_tags = "tags" in contract.schema.model_fields
         self.group_field = contract.group_key
         self.checks = contract.spec.checks
+        self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
 
     def __call__(self, raw: RawRecord) -> _Outcome:
         if raw.error is not None or raw.value is None:
             return _Outcome(error=raw.error or "not a record")
+        if self.retrieved is not None and raw.value.get(self.retrieved) is not None:
+            return _Outcome(
+                error=f"{self.retrieved}: {self.contract.ref} retrieves its exemplars itself "
+                f"(leave {self.retrieved!r} out, or use a version without retrieval)"
+            )
         try:
             model = self.contract.validate(raw.value)
             record = model.model_dump(mode="json", exclude_none=True)
@@ -856,14 +863,16 @@ def _close_all(files: Sequence[IO[bytes]]) -> None:
         raise first
 
 
-def _pass_two(tmp: Path, spill: _Spill, plan: _Plan) -> dict[str, dict[str, Any]]:
+def _pass_two(
+    tmp: Path, spill: _Spill, plan: _Plan, rag: _RagRows | None
+) -> dict[str, dict[str, Any]]:
     writers = [
         _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
         for s, name in enumerate(SPLITS)
     ]
     records = _Writer(tmp / RECORDS)
     try:
-        return _write_splits(spill, plan, writers, records)
+        return _write_splits(spill, plan, writers, records, rag)
     except BaseException:
         with contextlib.suppress(OSError):
             _close_all([w.fh for w in [*writers, records] if w is not None])
@@ -871,7 +880,11 @@ def _pass_two(tmp: Path, spill: _Spill, plan: _Plan) -> dict[str, dict[str, Any]
 
 
 def _write_splits(
-    spill: _Spill, plan: _Plan, writers: list[_Writer | None], records: _Writer
+    spill: _Spill,
+    plan: _Plan,
+    writers: list[_Writer | None],
+    records: _Writer,
+    rag: _RagRows | None,
 ) -> dict[str, dict[str, Any]]:
     split_json = [b'"%s"' % name.encode() for name in SPLITS]
     split_of = plan.split_of
@@ -884,9 +897,11 @@ def _write_splits(
                 continue
             payload = line[29:]
             if copy:
-                row = payload
+                row = payload if rag is None else rag.get(unit)[0]
             else:
                 row, rid, tag, record = payload.split(b"\t")
+                if rag is not None:
+                    row, record = rag.get(unit)
                 records.write(
                     b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n'
                     % (rid, split_json[s], tag, record)
@@ -897,6 +912,141 @@ def _write_splits(
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
     return files
+
+
+# --- between the passes: retrieval (a contract with a `retrieval:` block) -------------------
+
+EXEMPLARS = "exemplars.sqlite"
+
+
+class _RagRows:
+    """Each record's row and record re-rendered with its exemplars, in a temp file by unit."""
+
+    def __init__(self, path: Path, units: int) -> None:
+        self.path = path
+        self.fh: IO[bytes] = path.open("w+b")
+        self.start = array("Q", [0]) * units
+        self.length = array("I", [0]) * units
+        self.end = 0
+
+    def put(self, unit: int, row: bytes, record: bytes) -> None:
+        data = row + b"\t" + record
+        self.fh.write(data)
+        self.start[unit], self.length[unit] = self.end, len(data)
+        self.end += len(data)
+
+    def get(self, unit: int) -> tuple[bytes, bytes]:
+        self.fh.seek(self.start[unit])
+        row, _, record = self.fh.read(self.length[unit]).partition(b"\t")
+        return row, record
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _retrieve_rows(
+    tmp: Path,
+    recipe: Recipe,
+    contract: Contract,
+    renderer: RowRenderer,
+    spill: _Spill,
+    state: _State,
+    plan: _Plan,
+) -> tuple[_RagRows, dict[str, Any]]:
+    """Build the exemplar store from the train split, then fill every record's RAG block.
+
+    Leave-one-out for train rows (never the record itself, its thread, or its own reply);
+    valid and test rows retrieve exactly as a runtime prompt does (their threads are not in
+    the store). Returns the re-rendered rows and the manifest's `retrieval` block.
+    """
+    from jarvis.rag.retrieve import exemplar_of, retrieve
+    from jarvis.rag.store import ExemplarStore, build_store
+
+    spec = contract.retrieval
+    assert spec is not None and contract.retrieval_key is not None
+    units = []
+    for lines in spill.buckets(keep=True):
+        for line in lines:
+            if line[24:28] == b"0000":
+                _, rid, _, record = line[29:].split(b"\t")
+                units.append((int(line[16:24], 16), orjson.loads(rid), record))
+    items = []
+    for unit, rid, record in units:
+        if plan.split_of[unit] == TRAIN:
+            found = exemplar_of(contract, rid, orjson.loads(record))
+            if found is not None:
+                items.append(found)
+    fingerprint = build_store(
+        tmp / EXEMPLARS, items, contract=contract.name, key=contract.retrieval_key,
+        built_by=f"jarvis render-dataset --contract {contract.ref} (train split)",
+    )  # fmt: skip
+    rows = _RagRows(spill.folder / "rag", len(state.tag_of))
+    with_exemplars = [0] * len(SPLITS)
+    shown = [0] * len(SPLITS)
+    max_len = recipe.max_seq_length
+    with ExemplarStore(tmp / EXEMPLARS) as store:
+        for unit, rid, raw_record in units:
+            s = plan.split_of[unit]
+            record = orjson.loads(raw_record)
+            found = retrieve(contract, store, record, leave_out=rid if s == TRAIN else None)
+            if found:
+                record[spec.field] = found
+                with_exemplars[s] += 1
+                shown[s] += len(found)
+            row, _, messages = renderer.render(contract.validate(record), rid)
+            if renderer.tokenizer is not None:
+                full, prompt = renderer.tokens(messages, row)
+                if len(full) > max_len:
+                    raise TokenizationError(
+                        f"record {rid!r}: with its {len(found)} exemplars the row has "
+                        f"{len(full)} tokens, more than --max-seq-length {max_len} (raise it, "
+                        f"or lower the contract's retrieval.k)"
+                    )
+                problem = _prefix_error(renderer, f"record {rid!r}", prompt, full)
+                if problem is not None:
+                    raise TokenizationError(problem)
+                state.tokens_of[unit] = len(full)
+            rows.put(unit, row, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+    plan.tokens = [[] for _ in SPLITS]
+    for r in range(len(state.tag_of)):
+        plan.tokens[plan.split_of[r]].append(state.tokens_of[r])
+    splits = {}
+    for s, name in enumerate(SPLITS):
+        records = sum(plan.records[s])
+        if records:
+            splits[name] = {
+                "rows_with_exemplars": _share(with_exemplars[s], records),
+                "mean_exemplars": round(shown[s] / records, 4),
+            }
+    info = {
+        "store": EXEMPLARS,
+        "fingerprint": fingerprint,
+        "exemplars": len(items),
+        "key": contract.retrieval_key,
+        "config": spec.model_dump(mode="json"),
+        "splits": splits,
+    }
+    return rows, info
+
+
+def _rag_shares(tmp: Path, contract: Contract) -> dict[str, float] | None:
+    """Caller-provided RAG blocks: the share of each split's records that carry one."""
+    field = contract.rag_field
+    if field is None:
+        return None
+    # Sorted-key JSON: `"retrieved":[{` only appears for a non-empty list (a string value
+    # would hold `\"`, never a bare quote).
+    needle = b'"%s":[{' % field.encode()
+    counts = [0] * len(SPLITS)
+    totals = [0] * len(SPLITS)
+    index = {name.encode(): s for s, name in enumerate(SPLITS)}
+    with (tmp / RECORDS).open("rb") as fh:
+        for line in fh:
+            split = line[line.index(b'"split":"') + 9 :].split(b'"', 1)[0]
+            s = index[split]
+            totals[s] += 1
+            counts[s] += needle in line
+    return {name: _share(counts[s], totals[s]) for s, name in enumerate(SPLITS) if totals[s]}
 
 
 # --- the command ---------------------------------------------------------------------------
@@ -1039,13 +1189,29 @@ def _render_into(
     _check_rejects(recipe, state)
     plan = _plan(recipe, contract, state)
     _check_composition(recipe, contract, state, plan)
-    written = _pass_two(tmp, spill, plan)
+    rag, retrieval = None, None
+    if contract.retrieval is not None:
+        rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
+    try:
+        written = _pass_two(tmp, spill, plan, rag)
+    finally:
+        if rag is not None:
+            rag.close()
     shutil.rmtree(spill.folder)
+    if retrieval is not None:
+        written[EXEMPLARS] = {
+            "sha256": sha256_file(tmp / EXEMPLARS), "rows": retrieval["exemplars"],
+        }  # fmt: skip
+    shares = _rag_shares(tmp, contract)
     if state.reject_count:
         written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
     else:
         (tmp / REJECTS).unlink()
     manifest = _manifest(recipe, contract, state, plan, written, __version__)
+    if shares is not None:
+        manifest["rag"] = {"field": contract.rag_field, "rows_with_block": shares}
+    if retrieval is not None:
+        manifest["retrieval"] = retrieval
     (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
     return manifest
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 from jarvis.chat import apply_chat_template, chatml, special_tokens
 from jarvis.contract import Contract, load_contract
 from jarvis.render import SpecialTokenPolicy
+
+if TYPE_CHECKING:
+    from jarvis.rag.store import ExemplarStore
+
+Exemplars = Union[str, os.PathLike[str], "ExemplarStore", None]
 
 
 def token_policy(contract: Contract, tokenizer: Any | None) -> SpecialTokenPolicy:
@@ -76,6 +81,7 @@ def build_prompt(
     contract: str | Contract = "reply",
     root: str | os.PathLike[str] | None = None,
     tokenizer: Any | None = None,
+    exemplars: Exemplars = None,
 ) -> Prompt:
     """Build the runtime prompt for any contract from an input record (target ignored).
 
@@ -84,16 +90,25 @@ def build_prompt(
         contract: contract ref or a loaded `Contract`.
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         tokenizer: if given, its special tokens are refused (or escaped) too.
+        exemplars: an exemplar store (path or open `ExemplarStore`) for a contract with a
+            `retrieval:` block: its RAG block is retrieved exactly as training rows were.
 
     Returns:
         The runtime `Prompt`.
 
     Raises:
-        RecordError: the record fails the schema (the error names the field).
+        RecordError: the record fails the schema (the error names the field), or carries
+            the RAG field for a contract that retrieves it.
         SpecialTokenError: a value holds a chat control string the contract refuses.
+        ContractMismatchError: a store built for another contract or retrieval.
     """
     c = load_contract(contract, root=root)
-    model = c.validate({k: v for k, v in record.items() if k != c.target_field})
+    runtime = {k: v for k, v in record.items() if k != c.target_field}
+    if c.retrieval is not None or exemplars is not None:
+        from jarvis.rag.retrieve import fill_exemplars
+
+        runtime = fill_exemplars(c, exemplars, runtime)
+    model = c.validate(runtime)
     messages = c.messages(model, with_target=False, policy=token_policy(c, tokenizer))
     return Prompt(messages, c.ref, c.fingerprint, c.spec.checks)
 
@@ -103,6 +118,8 @@ def build_simple_reply_prompt(
     *,
     contract: str | Contract = "reply",
     retrieved: Sequence[Mapping[str, str]] | None = None,
+    exemplars: Exemplars = None,
+    thread: str | None = None,
     root: str | os.PathLike[str] | None = None,
     tokenizer: Any | None = None,
 ) -> Prompt:
@@ -111,7 +128,11 @@ def build_simple_reply_prompt(
     Args:
         messages: the conversation, oldest first, as `{"sender", "text"}` dicts.
         contract: contract ref (default the latest `reply`).
-        retrieved: optional exemplars `{"message", "reply"}` (the RAG block).
+        retrieved: your own exemplars `{"message", "reply"}` (the RAG block), for a
+            version without retrieval (reply@1).
+        exemplars: an exemplar store (path or `ExemplarStore`) for a version with retrieval
+            (reply@2): the RAG block is retrieved from it as training rows were.
+        thread: the thread id; its own exemplars are left out (as in training).
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         tokenizer: if given, its special tokens are refused (or escaped) too.
 
@@ -125,7 +146,11 @@ def build_simple_reply_prompt(
     record: dict[str, Any] = {"messages": [dict(m) for m in messages]}
     if retrieved is not None:
         record["retrieved"] = [dict(r) for r in retrieved]
-    return build_prompt(record, contract=contract, root=root, tokenizer=tokenizer)
+    if thread is not None:
+        record["thread"] = thread
+    return build_prompt(
+        record, contract=contract, root=root, tokenizer=tokenizer, exemplars=exemplars
+    )
 
 
 def render_example(

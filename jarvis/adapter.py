@@ -29,6 +29,35 @@ class UnstampedAdapterWarning(UserWarning):
     """The adapter has no `jarvis` block, so nothing ties it to a prompt format."""
 
 
+class RagShapeWarning(UserWarning):
+    """A prompt's RAG block is present (or absent) where the adapter's training rows had none
+    (or all had one): a prompt shape the adapter did not train on."""
+
+
+def rag_shape_warning(stamp: Mapping[str, Any] | None, has_block: bool) -> str | None:
+    """The warning for a prompt with (or without) a caller-provided RAG block, or None.
+
+    The stamp's `rag.train_share` decides: a block where under 5% of training rows had one,
+    or none where over 95% had one.
+    """
+    rag = (stamp or {}).get("rag")
+    if not isinstance(rag, dict) or "retrieval" in (stamp or {}):
+        return None  # unknown (an older stamp), or the contract retrieves (checked by store)
+    share = float(rag.get("train_share") or 0.0)
+    field = rag.get("field")
+    if has_block and share < 0.05:
+        return (
+            f"this prompt has a RAG block ({field}), but {share:.0%} of the adapter's training "
+            f"rows had one: render the training records with {field!r} too"
+        )
+    if not has_block and share > 0.95:
+        return (
+            f"this prompt has no RAG block ({field}), but {share:.0%} of the adapter's "
+            f"training rows had one: pass {field}= as in training"
+        )
+    return None
+
+
 class AdapterMismatchWarning(UserWarning):
     """A stamp mismatch that the caller explicitly allowed (`allow_mismatch=True`)."""
 
@@ -162,13 +191,26 @@ def make_stamp(
     manifest_sha256: str | None,
     dataset: str | None,
     base_weights_sha256: str | None = None,
+    manifest: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the `jarvis` block written into `adapter_config.json`.
 
-    The hashes are None only in `train-config` output for a hub id that is not cached.
+    The hashes are None only in `train-config` output for a hub id that is not cached. From
+    the dataset's `manifest`, the stamp keeps what serving is checked against: the exemplar
+    store trained with (`retrieval`) and the share of rows with a RAG block (`rag`).
     """
     from jarvis import __version__
 
+    extra: dict[str, Any] = {}
+    retrieval = (manifest or {}).get("retrieval")
+    if isinstance(retrieval, dict):
+        extra["retrieval"] = {
+            k: retrieval.get(k) for k in ("fingerprint", "exemplars", "key", "config")
+        }
+    rag = (manifest or {}).get("rag")
+    if isinstance(rag, dict):
+        shares = rag.get("rows_with_block") or {}
+        extra["rag"] = {"field": rag.get("field"), "train_share": shares.get("train", 0.0)}
     return {
         "contract": contract.name,
         "version": contract.version,
@@ -183,7 +225,55 @@ def make_stamp(
         "chat_template_sha256": chat_template_sha,
         "enable_thinking": enable_thinking,
         "jarvis_version": __version__,
+        **extra,
     }
+
+
+def check_stamp_store(
+    stamp: Mapping[str, Any] | None, store: Any | None, *, where: str
+) -> tuple[list[str], str | None]:
+    """Compare the exemplar store an adapter was trained with and the one it is served with.
+
+    Args:
+        stamp: the adapter's stamp (None: unstamped, nothing to compare).
+        store: the open `ExemplarStore` in use, or None.
+        where: names the adapter in messages.
+
+    Returns:
+        `(mismatches, note)`: training with a store and serving without one (or the
+        reverse) is a mismatch; a grown or other store is allowed, and described in `note`.
+    """
+    if stamp is None:
+        return [], None
+    trained = stamp.get("retrieval")
+    if trained is None and store is None:
+        return [], None
+    if trained is None and store is not None:
+        return [
+            f"{where} was trained without an exemplar store, but is served with {store.path}: "
+            "its prompts would have a RAG block the adapter never saw"
+        ], None
+    assert trained is not None
+    count = trained.get("exemplars")
+    if store is None:
+        return [
+            f"{where} was trained with an exemplar store ({count} exemplars, fingerprint "
+            f"{_short(trained.get('fingerprint'))}) but is served without one: pass "
+            "--exemplars STORE (the dataset's exemplars.sqlite, or a store built with "
+            "`jarvis index build`)"
+        ], None
+    if store.fingerprint == trained.get("fingerprint"):
+        return [], None
+    if trained.get("fingerprint") in store.history:
+        return [], (
+            f"exemplar store {store.path} grew since training: {count} -> {store.count} "
+            "exemplars (the new ones can be retrieved; allowed)"
+        )
+    return [], (
+        f"exemplar store {store.path} is not the one trained with ({store.count} exemplars, "
+        f"fingerprint {_short(store.fingerprint)}; training had {count}, "
+        f"{_short(trained.get('fingerprint'))}); retrieval works the same, so it is allowed"
+    )
 
 
 def read_adapter_config(adapter_dir: str | os.PathLike[str]) -> dict[str, Any]:

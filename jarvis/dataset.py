@@ -973,9 +973,9 @@ def _retrieve_rows(
     items = []
     for unit, rid, record in units:
         if plan.split_of[unit] == TRAIN:
-            found = exemplar_of(contract, rid, orjson.loads(record))
-            if found is not None:
-                items.append(found)
+            own = exemplar_of(contract, rid, orjson.loads(record))
+            if own is not None:
+                items.append(own)
     fingerprint = build_store(
         tmp / EXEMPLARS, items, contract=contract.name, key=contract.retrieval_key,
         built_by=f"jarvis render-dataset --contract {contract.ref} (train split)",

@@ -123,6 +123,25 @@ class Side:
     records: list[tuple[str, dict[str, Any]]] | None = None
     rows: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     note: str = ""
+    retrieval: dict[str, Any] | None = None  # a dataset's manifest `retrieval` block
+
+    def exemplars(self, rid: str, record: Mapping[str, Any]) -> list[Any] | None:
+        """The RAG block this side gives input `rid`: its own record's for a dataset."""
+        name = self.contract.rag_field
+        if name is None:
+            return None
+        if self.records is not None:
+            own = self._by_id.get(rid)
+            return None if own is None else list(own.get(name) or [])
+        return list(record.get(name) or [])
+
+    @property
+    def _by_id(self) -> dict[str, dict[str, Any]]:
+        cached: dict[str, dict[str, Any]] | None = self.__dict__.get("_ids")
+        if cached is None:
+            cached = dict(self.records or [])
+            object.__setattr__(self, "_ids", cached)
+        return cached
 
 
 def is_dataset_dir(spec: str) -> bool:
@@ -170,7 +189,11 @@ def load_dataset_side(
                 raise InputError(f"{split_path}:{number}: invalid JSON")
             if isinstance(row, dict) and "messages" in row and "id" in row:
                 rows.setdefault(str(row["id"]), row["messages"])
-    return Side(label or str(path), contract, records, rows, note)
+    retrieval = manifest.get("retrieval")
+    return Side(
+        label or str(path), contract, records, rows, note,
+        retrieval if isinstance(retrieval, dict) else None,
+    )  # fmt: skip
 
 
 def load_side(spec: str, *, root: str | None = None) -> Side:
@@ -279,6 +302,7 @@ def diff_sides(a: Side, b: Side, *, template: Any | None = None, show: int = 5) 
     shown = {"user content": 0, "chat string": 0}
     same = dict.fromkeys(shown, 0)
     over = dict.fromkeys(shown, 0)
+    exemplar_changes = 0
     for rid, record in inputs:
         try:
             ma, mb = _render(a, rid, record), _render(b, rid, record)
@@ -309,6 +333,12 @@ def diff_sides(a: Side, b: Side, *, template: Any | None = None, show: int = 5) 
                 report.blocks.append(block)
             else:
                 over[name] += 1
+        ea, eb = a.exemplars(rid, record), b.exemplars(rid, record)
+        if (ea is not None or eb is not None) and (ea or []) != (eb or []):
+            exemplar_changes += 1
+    if exemplar_changes or a.retrieval or b.retrieval:
+        report.differing["exemplars"] = exemplar_changes
+        report.notes.append(_exemplar_note(a, b, exemplar_changes, len(inputs)))
     for name in shown:
         if same[name]:
             report.omitted.append(
@@ -317,6 +347,18 @@ def diff_sides(a: Side, b: Side, *, template: Any | None = None, show: int = 5) 
         if over[name]:
             report.omitted.append(f"{over[name]} more {name} diff(s) not shown (over --show)")
     return report
+
+
+def _exemplar_note(a: Side, b: Side, changed: int, inputs: int) -> str:
+    """One line on the RAG blocks: how many inputs' exemplars differ, and each side's store."""
+
+    def store(side: Side) -> str:
+        r = side.retrieval
+        if r is None:
+            return f"{side.label}: no exemplar store"
+        return f"{side.label}: {r.get('exemplars')} exemplars ({str(r.get('fingerprint'))[:12]})"
+
+    return f"exemplars: {changed} of {inputs} inputs differ; {store(a)}; {store(b)}"
 
 
 def _style(line: str) -> str:

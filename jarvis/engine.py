@@ -11,20 +11,24 @@ import copy
 import os
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jarvis.adapter import (
+    RagShapeWarning,
     chat_template_sha256,
     check_adapter_weights,
     check_stamp,
     check_stamp_base,
+    check_stamp_store,
     config_sha256,
     emit_warnings,
     fetch_model,
     model_config,
+    rag_shape_warning,
     raise_or_allow,
     read_stamp,
     stamp_contract,
@@ -123,7 +127,7 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 
 def request_messages(
-    contract: Contract, request: Request, *, tokenizer: Any = None
+    contract: Contract, request: Request, *, tokenizer: Any = None, exemplars: Any = None
 ) -> list[dict[str, str]]:
     """Render a request as the chat messages the model sees (system, user), without mlx.
 
@@ -132,6 +136,8 @@ def request_messages(
         request: an input record of the contract's schema (its target is ignored), or a
             message list `[{"sender", "text"}, ...]` for a contract with a `messages` field.
         tokenizer: its special tokens are refused (or escaped) like the contract's own.
+        exemplars: an exemplar store (path or `ExemplarStore`) for a contract with
+            retrieval: the RAG block is retrieved as in training.
 
     Raises:
         RecordError: the request fails the contract's schema.
@@ -146,6 +152,10 @@ def request_messages(
             f"<request>: expected a record object or a message list, not {type(request).__name__}"
         )
     record.pop(contract.target_field, None)
+    if contract.retrieval is not None or exemplars is not None:
+        from jarvis.rag.retrieve import fill_exemplars
+
+        record = fill_exemplars(contract, exemplars, record)
     extra = special_tokens(tokenizer) if tokenizer is not None else ()
     policy = contract.special_token_policy(extra)
     messages = contract.messages(contract.validate(record), with_target=False, policy=policy)
@@ -229,6 +239,7 @@ class ReplyEngine:
         allow_mismatch: bool = False,
         root: str | os.PathLike[str] | None = None,
         prefix_cache: bool = True,
+        exemplars: str | os.PathLike[str] | None = None,
     ) -> None:
         """Load the model and adapter, check the stamp, and prefill the system prefix.
 
@@ -242,10 +253,13 @@ class ReplyEngine:
             allow_mismatch: load an adapter whose stamp does not match (warns instead).
             root: contract root (default `$JARVIS_ROOT`, else the bundled root).
             prefix_cache: prefill the static system prefix once and reuse it.
+            exemplars: the exemplar store (for a contract with retrieval) the RAG block is
+                retrieved from, as in training; an adapter trained with one needs one.
 
         Raises:
             ContractMismatchError: the adapter's stamp names another contract version,
-                fingerprint, chat template or base model.
+                fingerprint, chat template or base model; or it was trained with an
+                exemplar store and none is given (or the reverse).
             ModelError: the model or adapter cannot be loaded.
         """
         self.adapter = str(Path(adapter).absolute()) if adapter is not None else None
@@ -264,10 +278,21 @@ class ReplyEngine:
                 raise ModelError("no model given, and no adapter stamp names its base model")
             model = base
         self.model_id = os.fspath(model)
+        self.exemplars: Any = None
+        self.store_note: str | None = None
+        if exemplars is not None:
+            from jarvis.rag.retrieve import open_store
+
+            self.exemplars = open_store(self.contract, exemplars)
         if adapter is not None:
             # Refuse a contract mismatch before paying for the model load.
             problems, notes = check_stamp(self.stamp, self.contract, where=where)
+            store_problems, self.store_note = check_stamp_store(
+                self.stamp, self.exemplars, where=where
+            )
+            problems += store_problems
             self.warnings += raise_or_allow(problems, allow_mismatch=allow_mismatch) + notes
+        self._shape_warned: set[bool] = set()
         folder = fetch_model(self.model_id)
         # The base checks run before mlx-lm touches the adapter (on a base of another shape
         # it fails with a dump of parameter names): config and weights before loading
@@ -307,7 +332,15 @@ class ReplyEngine:
 
     def messages(self, request: Request) -> list[dict[str, str]]:
         """Render a request as the chat messages the model sees (see `request_messages`)."""
-        return request_messages(self.contract, request, tokenizer=self.tokenizer)
+        if self.contract.retrieval is None and self.contract.rag_field is not None:
+            has_block = isinstance(request, Mapping) and bool(request.get(self.contract.rag_field))
+            message = rag_shape_warning(self.stamp, has_block)
+            if message is not None and has_block not in self._shape_warned:
+                self._shape_warned.add(has_block)  # once per engine and direction
+                warnings.warn(message, RagShapeWarning, stacklevel=3)
+        return request_messages(
+            self.contract, request, tokenizer=self.tokenizer, exemplars=self.exemplars
+        )
 
     def render(self, request: Request) -> str:
         """Return the exact prompt string, through the base tokenizer's chat template."""

@@ -63,6 +63,10 @@ class SpecialTokenError(RecordError):
     """A value contains a chat control string that the contract refuses."""
 
 
+class StoreError(InputError):
+    """A file that is not a readable jarvis exemplar store, or one for another retrieval."""
+
+
 class DatasetError(JarvisError):
     """The dataset cannot be trained on: empty, too small, or fails a composition threshold."""
 

@@ -405,17 +405,26 @@ def run_eval(
         rendered = contract.messages(contract.validate(record), with_target=has_target)
         target = rendered[2]["content"] if has_target else ""
         items.append(Item(rid, tag, rendered[1]["content"], target))
+    store = None
+    requests = [record for _, _, record in records]
+    retrieval = manifest.get("retrieval")
+    if contract.retrieval is not None and isinstance(retrieval, dict):
+        # Replies are prompted as at runtime: retrieved again from the dataset's store (for
+        # valid and test records, exactly the exemplars their rows were rendered with).
+        store = str(Path(folder) / str(retrieval["store"]))
+        field = contract.retrieval.field
+        requests = [{k: v for k, v in r.items() if k != field} for r in requests]
     for label, path in runs:
         engine = ReplyEngine(
-            model, path, contract=contract, allow_mismatch=allow_mismatch, root=root
-        )
+            model, path, contract=contract, allow_mismatch=allow_mismatch, root=root,
+            exemplars=store,
+        )  # fmt: skip
         bar: Any = None
         if progress:
             import click
 
             bar = click.progressbar(length=len(items), label=f"eval {label}", file=sys.stderr)
             bar.render_progress()
-        requests = [record for _, _, record in records]
         for item, reply in zip(
             items, _replies(engine, requests, limit_tokens, temperature, seed, bar), strict=True
         ):

@@ -423,6 +423,7 @@ def train(
         enable_thinking=has_thinking(tokenizer),
         manifest_sha256=ds.manifest_sha256,
         dataset=str(ds.path),
+        manifest=ds.manifest,
     )
     monitor = _Monitor(progress, options.iters)
     log = io.StringIO()
@@ -579,6 +580,7 @@ def train_configs(
                 enable_thinking=None,  # known once mlx-lm loads the tokenizer
                 manifest_sha256=ds.manifest_sha256,
                 dataset=str(ds.path),
+                manifest=ds.manifest,
             )
             config = mlx_config(ds, recorded, dest, options, stamp, layers=layers)
             out.append(ConfigFile(name, recorded, ds.path, Path(config["adapter_path"]), config))

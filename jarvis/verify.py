@@ -249,7 +249,7 @@ def check_files(result: VerifyResult, folder: Path, manifest: Mapping[str, Any])
             problems.append(
                 f"{name} sha256 {digest[:12]} != manifest {str(meta.get('sha256'))[:12]}"
             )
-        rows = meta.get("rows")
+        rows = meta.get("rows") if name.endswith(".jsonl") else None  # the store is SQLite
         if rows is not None and count != rows:
             problems.append(f"{name} has {count} rows, manifest says {rows}")
     for split in SPLITS:
@@ -495,6 +495,61 @@ def check_rows(
         result.add("rows", True, f"{rows} rows ({scope}) re-render byte for byte")
 
 
+def check_exemplars(
+    result: VerifyResult,
+    folder: Path,
+    contract: Contract,
+    manifest: Mapping[str, Any],
+    chosen: Sequence[_Entry],
+    train_ids: set[str],
+) -> None:
+    """Re-retrieve each chosen record's exemplars from the dataset's store; any difference fails.
+
+    Train records leave themselves out (as render-dataset did); the store itself must hold
+    train records only and match the manifest's fingerprint.
+    """
+    info = manifest.get("retrieval")
+    if contract.retrieval is None or not isinstance(info, dict):
+        return
+    from jarvis.rag.retrieve import open_store, retrieve
+
+    field = contract.retrieval.field
+    try:
+        store = open_store(contract, folder / str(info.get("store")))
+    except JarvisError as exc:
+        result.add("exemplars", False, str(exc))
+        return
+    with store:
+        if store.fingerprint != info.get("fingerprint"):
+            result.add(
+                "exemplars", False,
+                f"{store.path.name}: fingerprint {store.fingerprint[:12]} is not the manifest's "
+                f"{str(info.get('fingerprint'))[:12]} (the store changed since rendering)",
+            )  # fmt: skip
+            return
+        problems: list[str] = []
+        for entry in chosen:
+            train = entry.split == "train"
+            got = retrieve(contract, store, entry.record, leave_out=entry.rid if train else None)
+            if got != (entry.record.get(field) or []):
+                problems.append(f"record {entry.rid} ({entry.split})")
+        leaked = [e.id for e in store.exemplars() if e.id not in train_ids]
+    if leaked and not problems:
+        problems.append(f"the store holds {len(leaked)} records not in the train split")
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        result.add(
+            "exemplars", False,
+            "re-retrieval differs for " + ", ".join(problems[:3]) + more,
+        )  # fmt: skip
+    else:
+        result.add(
+            "exemplars", True,
+            f"{len(chosen)} records re-retrieve the same exemplars; the store "
+            f"({store.count} exemplars) holds train records only",
+        )  # fmt: skip
+
+
 def check_composition(
     result: VerifyResult, contract: Contract, manifest: Mapping[str, Any], data: _Data
 ) -> None:
@@ -607,6 +662,8 @@ def verify_dataset(
     elif contract is not None:
         chosen = _sample(list(data.entries.values()), sample)
         check_rows(result, contract, manifest, data, chosen)
+        train_ids = {e.rid for e in data.entries.values() if e.split == "train"}
+        check_exemplars(result, path, contract, manifest, chosen, train_ids)
         check_composition(result, contract, manifest, data)
         if tokenizer is not None:
             items = [(e.rows[0][0], e.record, json.loads(e.rows[0][1])) for e in chosen if e.rows]

@@ -38,7 +38,7 @@ def write_dataset(
     dest: Path,
     records: Sequence[dict[str, Any]] = REPLY_RECORDS,
     *,
-    contract: str = "reply",
+    contract: str = "reply@1",
     root: Path | None = None,
     batch_size: int = 2,
 ) -> Path:

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from jarvis.contract import bundled_root
 
 
-def copy_root(dest: Path) -> Path:
-    """Copy contracts/, prompts/ and contracts.lock of the bundled root into `dest`."""
+def copy_root(dest: Path, *, retrieval: bool = False) -> Path:
+    """Copy contracts/, prompts/ and contracts.lock of the bundled root into `dest`.
+
+    Versioning tests add `reply@2` themselves as a copy of reply@1, so by default the copy
+    stops at reply@1 (the bundled reply@2, with retrieval, is left out); `retrieval=True`
+    copies everything.
+    """
     src = bundled_root()
     shutil.copytree(src / "contracts", dest / "contracts")
     shutil.copytree(src / "prompts", dest / "prompts")
     shutil.copy2(src / "contracts.lock", dest / "contracts.lock")
+    if not retrieval:
+        spec = dest / "contracts" / "reply.yaml"
+        text = spec.read_text()
+        spec.write_text(text[: text.index("\n  2:\n") + 1])
+        shutil.rmtree(dest / "prompts" / "reply" / "v2")
+        lock = json.loads((dest / "contracts.lock").read_text())
+        del lock["reply@2"]
+        (dest / "contracts.lock").write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
     return dest
 
 

@@ -55,8 +55,9 @@ def test_training_row_minus_target_equals_runtime_prompt(
     record: dict[str, Any] = {"messages": messages, "reply": reply}
     if retrieved is not None:
         record["retrieved"] = retrieved
-    row = render_example(record)
-    prompt = build_simple_reply_prompt(messages, retrieved=retrieved)
+    # Caller-provided exemplars: reply@1 (reply@2 retrieves its own, see test_rag_dataset).
+    row = render_example(record, contract="reply@1")
+    prompt = build_simple_reply_prompt(messages, retrieved=retrieved, contract="reply@1")
     assert row["messages"][:-1] == prompt.messages
     assert row["messages"][-1] == {"role": "assistant", "content": reply}
 

@@ -37,8 +37,8 @@ def test_dry_run_without_a_model() -> None:
     assert result.exit_code == 0
     expected = build_simple_reply_prompt([{"sender": "Sam", "text": "you coming?"}]).chatml()
     assert result.stdout == expected
-    fingerprint = load_contract("reply@1").fingerprint
-    assert result.stderr.splitlines()[0] == f"# reply@1 fingerprint {fingerprint}"
+    fingerprint = load_contract("reply@2").fingerprint
+    assert result.stderr.splitlines()[0] == f"# reply@2 fingerprint {fingerprint}"
 
 
 def test_dry_run_json_with_the_model_template(tiny_model: Path) -> None:
@@ -47,7 +47,7 @@ def test_dry_run_json_with_the_model_template(tiny_model: Path) -> None:
                   input=thread)  # fmt: skip
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["contract"] == "reply@1"
+    assert out["contract"] == "reply@2"
     assert out["messages"][1]["content"] == "Sam: you coming?\nJwalin: maybe"
     assert out["prompt"].endswith("Jwalin: maybe<|im_end|>\n<|im_start|>assistant\n")
 
@@ -96,7 +96,7 @@ def test_unstamped_adapter_warns(tiny_model: Path, trained_adapter: Path, tmp_pa
     result = _run("--model", str(tiny_model), "--adapter", str(plain), "--max-tokens", "2", "hi")
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0] == (
-        f"warning: adapter {plain} has no jarvis stamp: nothing ties it to reply@1; "
+        f"warning: adapter {plain} has no jarvis stamp: nothing ties it to reply@2; "
         "retrain it with `jarvis train` to make the prompt format checkable"
     )
 

@@ -23,7 +23,7 @@ def root(tmp_path: Path) -> Path:
 
 def test_bundled_contracts_load_and_are_locked() -> None:
     refs = {c.ref: c for c in load_all()}
-    assert sorted(refs) == ["codegen@1", "reply@1"]
+    assert sorted(refs) == ["codegen@1", "reply@1", "reply@2"]
     assert all(c.locked and len(c.fingerprint) == 64 for c in refs.values())
     assert refs["reply@1"].group_key == "thread"
     assert refs["reply@1"].system_prompt.startswith("You are Jwalin.")

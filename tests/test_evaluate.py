@@ -52,7 +52,9 @@ def test_normalise() -> None:
 
 def test_verify_adapter_matches_its_dataset(trained: tuple[Path, Path], tmp_path: Path) -> None:
     ds, adapter = trained
-    result = CliRunner().invoke(cli, ["verify", str(ds), "--adapter", str(adapter)])
+    result = CliRunner().invoke(
+        cli, ["verify", str(ds), "--adapter", str(adapter), "--contract", "reply@1"]
+    )
     assert result.exit_code == 0, result.output
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("PASS adapter: "))
     assert line.startswith(f"PASS adapter: {adapter} was trained on this dataset (manifest ")

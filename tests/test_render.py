@@ -66,7 +66,7 @@ def test_schema_errors_name_the_field() -> None:
 
 
 def test_training_row_needs_a_target() -> None:
-    with pytest.raises(RecordError, match="^reply: required for a training row of reply@1$"):
+    with pytest.raises(RecordError, match="^reply: required for a training row of reply@2$"):
         render_example({"messages": [{"sender": "Sam", "text": "hi"}]})
 
 

@@ -16,7 +16,7 @@ def index() -> None:
 @click.option("--contract", "contract_ref", default="reply", show_default=True,
               help="A contract version with a `retrieval:` block.")  # fmt: skip
 @click.option("--input", "inputs", multiple=True, required=True,
-              help="Records (JSONL/JSON file or folder), e.g. a whole message history.")  # fmt: skip
+              help="Records (a JSONL/JSON file or folder), e.g. a whole history.")  # fmt: skip
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The store file.")
 @click.option("--force", is_flag=True, help="Replace an existing store (only a jarvis store).")
 @root_option

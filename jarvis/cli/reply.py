@@ -42,6 +42,13 @@ from jarvis.cli.common import (
     help="A file (or '-'): JSON record or message list, or `sender: text` lines.",
 )
 @click.option("--sender", default="them", show_default=True, help="Sender of MESSAGE.")
+@click.option(
+    "--exemplars",
+    type=click.Path(dir_okay=False),
+    help="Exemplar store for a contract with retrieval (reply@2): the dataset's "
+    "exemplars.sqlite or one from `jarvis index build`.",
+)
+@click.option("--thread", help="The conversation's thread id: its own exemplars are left out.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Default: the contract's.")
 @click.option(
     "--temperature", "--temp", "temp", type=Finite(min=0.0), help="Default: the contract's."
@@ -69,6 +76,8 @@ def reply_cmd(
     contract_ref: str | None,
     conversation: Any,
     sender: str,
+    exemplars: str | None,
+    thread: str | None,
     max_tokens: int | None,
     temp: float | None,
     top_p: float | None,
@@ -112,8 +121,16 @@ def reply_cmd(
         request = parse_request(contract, read_text_input("-"), sender=sender)
     else:
         request = parse_request(contract, text, sender=sender, lines=False)
+    if thread is not None:
+        request = {**request, "thread": thread} if isinstance(request, dict) else {
+            "messages": request, "thread": thread}  # fmt: skip
+    store: Any = None
+    if exemplars is not None:
+        from jarvis.rag.retrieve import open_store
+
+        store = open_store(contract, exemplars)
     # Validate the request before paying for the model load (seconds).
-    request_messages(contract, request)
+    request_messages(contract, request, exemplars=store)
 
     if dry_run:
         from jarvis.adapter import read_stamp, resolve_model_dir
@@ -126,7 +143,7 @@ def reply_cmd(
                 model = base
 
         tokenizer = load_tokenizer(model) if model is not None else None
-        messages = request_messages(contract, request, tokenizer=tokenizer)
+        messages = request_messages(contract, request, tokenizer=tokenizer, exemplars=store)
         if tokenizer is not None:
             prompt = apply_chat_template(tokenizer, messages, add_generation_prompt=True)
             template = f"chat template of {model}"
@@ -150,8 +167,11 @@ def reply_cmd(
         warnings.simplefilter("always", UnstampedAdapterWarning)
         warnings.simplefilter("always", AdapterMismatchWarning)
         engine = ReplyEngine(
-            model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=root
-        )
+            model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=root,
+            exemplars=exemplars,
+        )  # fmt: skip
+    if engine.store_note is not None:
+        click.echo(f"note: {engine.store_note}", err=True)
     for w in caught:
         if issubclass(w.category, UnstampedAdapterWarning | AdapterMismatchWarning):
             click.echo(f"warning: {w.message}", err=True)

@@ -18,7 +18,7 @@ from jarvis.schemas import Record
 
 
 def record_id(model: Record) -> str:
-    """A record's id: its own `id`, else the first 16 hex of its content hash (as render-dataset)."""
+    """A record's id: its own `id`, else 16 hex of its content hash (as render-dataset)."""
     explicit = getattr(model, "id", None)
     if isinstance(explicit, str):
         return explicit

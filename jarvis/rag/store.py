@@ -26,7 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jarvis.errors import InputError, OutputExistsError, OutputRefusedError, OutputWriteError
+from jarvis.errors import (
+    InputError,
+    OutputExistsError,
+    OutputRefusedError,
+    OutputWriteError,
+    StoreError,
+)
 from jarvis.rag.terms import index_terms, query_terms
 
 APPLICATION_ID = 0x4A525653  # "JRVS"
@@ -46,10 +52,6 @@ CREATE TABLE exemplar (
 );
 CREATE VIRTUAL TABLE terms USING fts5(body, tokenize = 'ascii');
 """
-
-
-class StoreError(InputError):
-    """A file that is not a readable jarvis exemplar store, or one for another contract."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,9 @@ class ExemplarStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise StoreError(f"{self.path}: no exemplar store (build one with `jarvis index build`)")
+            raise StoreError(
+                f"{self.path}: no exemplar store (build one with `jarvis index build`)"
+            )
         if not is_store(self.path):
             raise StoreError(f"{self.path}: not a jarvis exemplar store")
         try:
@@ -231,11 +235,7 @@ class ExemplarStore:
             # FTS5 returns rows best first: once the last fetched row ranks strictly below the
             # k-th kept one (or below min_score), no unfetched row can enter the top k.
             last = rows[-1][4] if rows else 0.0
-            if (
-                len(rows) < limit
-                or -last < min_score
-                or (len(kept) >= k and last > kept[k - 1][4])
-            ):
+            if len(rows) < limit or -last < min_score or (len(kept) >= k and last > kept[k - 1][4]):
                 return [Hit(StoredExemplar(*r[:4]), -r[4]) for r in kept[:k]]
             limit *= 4
 

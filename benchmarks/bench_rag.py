@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
     contract = load_contract("reply@2")
     key = str(contract.retrieval_key)
     items = [
-        StoredExemplar(f"x{i:07d}", f"t{i // 8}", texts[i % len(texts)], texts[(i + 1) % len(texts)])
+        StoredExemplar(
+            f"x{i:07d}", f"t{i // 8}", texts[i % len(texts)], texts[(i + 1) % len(texts)]
+        )
         for i in range(n)
     ]
     rng = random.Random(1)

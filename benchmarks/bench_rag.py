@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REALDATA = Path(os.environ.get("JARVIS_REALDATA", ROOT.parent / "shared" / "realdata" / "data"))
 NUS = REALDATA / "nus-sms-corpus" / "smsCorpus_en_xml_2015.03.09_all.zip"
 DAILY = REALDATA / "dailydialog"
+QWEN = REALDATA.parent / "tokenizers" / "qwen2.5-instruct"
 
 
 def sms_texts() -> tuple[list[str], str]:
@@ -136,21 +137,29 @@ def main(argv: list[str] | None = None) -> None:
         records, rsource = dialogue_records()
         src = base / "dialogues.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        runs: dict[str, list[float]] = {"reply@1": [], "reply@2": []}
-        for _ in range(3):  # alternate A and B: the machine is shared and noisy
-            for ref in runs:
-                recipe = Recipe.build(contract=ref, inputs=[str(src)])
-                t = time.perf_counter()
-                render_dataset(recipe, base / ref, force=True, jobs=1)
-                runs[ref].append(time.perf_counter() - t)
-        without, with_ = statistics.median(runs["reply@1"]), statistics.median(runs["reply@2"])
-        manifest = json.loads((base / "reply@2" / "manifest.json").read_text())
-        share = manifest["retrieval"]["splits"]["train"]["rows_with_exemplars"]
-        print(
-            f"render-dataset, {len(records):,} records ({rsource}): without retrieval "
-            f"{without:.2f} s, with {with_:.2f} s: {with_ / without:.2f}x (goal <= 2x); "
-            f"{share:.0%} of train rows have exemplars"
-        )
+        tokenizers: list[str | None] = [None]
+        if QWEN.is_dir():
+            tokenizers.append(str(QWEN))
+        for tokenizer in tokenizers:
+            runs: dict[str, list[float]] = {"reply@1": [], "reply@2": []}
+            for _ in range(3):  # alternate A and B: the machine is shared and noisy
+                for ref in runs:
+                    recipe = Recipe.build(
+                        contract=ref, inputs=[str(src)], tokenizer=tokenizer, max_seq_length=4096
+                    )
+                    t = time.perf_counter()
+                    render_dataset(recipe, base / ref, force=True, jobs=1)
+                    runs[ref].append(time.perf_counter() - t)
+            without = statistics.median(runs["reply@1"])
+            with_ = statistics.median(runs["reply@2"])
+            manifest = json.loads((base / "reply@2" / "manifest.json").read_text())
+            share = manifest["retrieval"]["splits"]["train"]["rows_with_exemplars"]
+            how = "no tokenizer" if tokenizer is None else "Qwen2.5 tokenizer"
+            print(
+                f"render-dataset, {len(records):,} records ({rsource}, {how}, one process): "
+                f"without retrieval {without:.2f} s, with {with_:.2f} s: "
+                f"{with_ / without:.2f}x (goal <= 2x); {share:.0%} of train rows have exemplars"
+            )
 
 
 if __name__ == "__main__":

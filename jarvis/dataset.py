@@ -414,7 +414,8 @@ class _RecordWork:
             # The template failed on this record's data: a contract bug, named where it showed.
             raise ContractError(f"{raw.file}:{raw.line}: {exc}") from exc
         tokens, token_error = 0, None
-        if self.renderer.tokenizer is not None:
+        # With retrieval the row changes once its exemplars are in: tokens are counted then.
+        if self.renderer.tokenizer is not None and self.retrieved is None:
             full, prompt = self.renderer.tokens(messages, row)
             tokens = len(full)
             token_error = _prefix_error(self.renderer, f"{raw.file}:{raw.line}", prompt, full)
@@ -1466,6 +1467,17 @@ def format_summary(manifest: Mapping[str, Any]) -> str:
                 f"tokens {name}: min {stats['min']}  mean {stats['mean']}  "
                 f"p95 {stats['p95']}  max {stats['max']}"
             )
+    retrieval = manifest.get("retrieval")
+    if isinstance(retrieval, dict):
+        shares = ", ".join(
+            f"{name} {info['rows_with_exemplars']:.0%} (mean {info['mean_exemplars']:.1f})"
+            for name in SPLITS
+            if (info := retrieval["splits"].get(name))
+        )
+        out.append(
+            f"exemplars: {retrieval['store']}, {retrieval['exemplars']} from the train split; "
+            f"records with exemplars: {shares}"
+        )
     out.append(
         f"duplicates dropped: {manifest['duplicates']}   rejects: {manifest['rejects']}"
         + (f" (see {REJECTS})" if manifest["rejects"] else "")

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import tempfile
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,14 @@ CREATE TABLE exemplar (
     reply TEXT NOT NULL
 );
 CREATE VIRTUAL TABLE terms USING fts5(body, tokenize = 'ascii');
+CREATE TABLE df (term TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 """
+# A query keeps its rarest terms while their exemplar counts sum to at most this many (and
+# its rarest one if that is in at most MAX_TERM_EXEMPLARS): FTS5 scores every row a term
+# matches, so a common word costs milliseconds at 100,000 exemplars while adding little to
+# BM25 (its IDF is near zero). A term in more exemplars than that is a stop word of the store.
+POSTINGS_BUDGET = 256
+MAX_TERM_EXEMPLARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +219,7 @@ class ExemplarStore:
         An empty or all-stop-word `text` returns []. Exclusions drop exemplars of a thread,
         an id, or a reply equal to `exclude_reply` (leave-one-out for training rows).
         """
-        terms = query_terms(text)
+        terms = self._prune(query_terms(text))
         if not terms or k <= 0:
             return []
         match = " OR ".join(f'"{t}"' for t in terms)  # terms are [a-z0-9]: nothing to escape
@@ -239,6 +247,25 @@ class ExemplarStore:
                 return [Hit(StoredExemplar(*r[:4]), -r[4]) for r in kept[:k]]
             limit *= 4
 
+    def _prune(self, terms: list[str]) -> list[str]:
+        """The query's rarest terms within `POSTINGS_BUDGET` (terms no exemplar has dropped)."""
+        if not terms:
+            return []
+        marks = ",".join("?" * len(terms))
+        counts = sorted(
+            (n, t) for t, n in self._conn.execute(
+                f"SELECT term, n FROM df WHERE term IN ({marks})", terms  # noqa: S608 - marks only
+            )
+        )  # fmt: skip
+        kept: list[str] = []
+        total = 0
+        for n, term in counts:
+            if (kept and total + n > POSTINGS_BUDGET) or n > MAX_TERM_EXEMPLARS:
+                break
+            kept.append(term)
+            total += n
+        return sorted(kept)
+
 
 def _create(conn: sqlite3.Connection, contract: str, key: str, built_by: str) -> None:
     conn.executescript(_SCHEMA)
@@ -259,14 +286,24 @@ def _create(conn: sqlite3.Connection, contract: str, key: str, built_by: str) ->
 
 
 def _insert(conn: sqlite3.Connection, items: list[StoredExemplar], start: int) -> int:
-    """Insert exemplars numbered from `start`; returns their set-hash sum."""
+    """Insert exemplars numbered from `start` (and their terms' counts); returns their
+    set-hash sum."""
     conn.executemany(
         "INSERT INTO exemplar (n, id, thread, message, reply) VALUES (?, ?, ?, ?, ?)",
         ((start + i, e.id, e.thread, e.message, e.reply) for i, e in enumerate(items)),
     )
+    bodies = [index_terms(e.message) for e in items]
     conn.executemany(
         "INSERT INTO terms (rowid, body) VALUES (?, ?)",
-        ((start + i, index_terms(e.message)) for i, e in enumerate(items)),
+        ((start + i, body) for i, body in enumerate(bodies)),
+    )
+    df: Counter[str] = Counter()
+    for body in bodies:
+        df.update(set(body.split()))
+    conn.executemany(
+        "INSERT INTO df (term, n) VALUES (?, ?) "
+        "ON CONFLICT (term) DO UPDATE SET n = n + excluded.n",
+        sorted(df.items()),
     )
     return sum(e.digest() for e in items) % _MOD
 

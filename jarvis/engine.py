@@ -414,7 +414,6 @@ class ReplyEngine:
         """
         import mlx.core as mx
         from mlx_lm import stream_generate
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
         from mlx_lm.sample_utils import make_sampler
 
         start = time.perf_counter()
@@ -430,18 +429,7 @@ class ReplyEngine:
             mx.random.seed(seed)
         tokens = self.prompt_tokens(request)
         self.check_length(len(tokens), limit)
-        cached = 0
-        cache: list[Any] | None = None
-        if use_cache and self._prefix_cache is not None:
-            # At least one prompt token must remain for the model to produce logits.
-            cached = min(common_prefix_length(self.prefix_tokens, tokens), len(tokens) - 1)
-            trim = len(self.prefix_tokens) - cached
-            if cached > 0 and (trim == 0 or can_trim_prompt_cache(self._prefix_cache)):
-                cache = copy.deepcopy(self._prefix_cache)
-                if trim:
-                    trim_prompt_cache(cache, trim)
-            else:
-                cached = 0
+        cached, cache = self.prefix_cache_for(tokens) if use_cache else (0, None)
 
         text = ""
         emitted = 0
@@ -495,6 +483,23 @@ class ReplyEngine:
             yield ReplyChunk(text[emitted:], resp.token, resp.logprobs, reply)
         else:  # pragma: no cover - stream_generate always yields at least one response
             yield ReplyChunk("", -1, None, reply)
+
+    def prefix_cache_for(self, tokens: Sequence[int]) -> tuple[int, list[Any] | None]:
+        """A private copy of the prefilled prefix cache for a prompt, and how many of its
+        tokens it covers; `(0, None)` when the prompt does not start with the prefix."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        if self._prefix_cache is None:
+            return 0, None
+        # At least one prompt token must remain for the model to produce logits.
+        cached = min(common_prefix_length(self.prefix_tokens, tokens), len(tokens) - 1)
+        trim = len(self.prefix_tokens) - cached
+        if cached <= 0 or (trim and not can_trim_prompt_cache(self._prefix_cache)):
+            return 0, None
+        cache = copy.deepcopy(self._prefix_cache)
+        if trim:
+            trim_prompt_cache(cache, trim)
+        return cached, cache
 
     def reply(self, request: Request, **options: Any) -> Reply:
         """Generate a whole reply; takes the same options as `stream_reply`.

@@ -96,7 +96,7 @@ def test_python_m_jarvis_help_imports_no_mlx() -> None:
         "import runpy, sys; sys.argv = ['jarvis', '--help']\n"
         "try:\n    runpy.run_module('jarvis', run_name='__main__')\n"
         "except SystemExit:\n    pass\n"
-        "heavy = ('mlx', 'mlx_lm', 'transformers')\n"
+        "heavy = ('mlx', 'mlx_lm', 'transformers', 'starlette', 'uvicorn', 'prometheus_client')\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in heavy)\n"
         "print('IMPORTED', bad)"
     )

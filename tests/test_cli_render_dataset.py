@@ -125,6 +125,7 @@ def test_cli_does_not_import_mlx(tmp_path: Path) -> None:
         " '--out', sys.argv[2], '-q'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "assert not [m for m in sys.modules if m == 'mlx' or m.startswith('mlx.')]\n"
         "assert 'mlx_lm' not in sys.modules\n"
+        "assert not {'starlette', 'uvicorn', 'sqlite3'} & set(sys.modules), 'HTTP or SQLite'\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "x.jsonl"), str(tmp_path / "o")],

@@ -1,7 +1,7 @@
 """The `jarvis` command line: parse options, call library functions, print results.
 
-One module per command group (contract, dataset, train, reply, inspect, index, adapter,
-dev);
+One module per command group (contract, dataset, train, reply, serve, inspect, index,
+adapter, dev);
 what they share (the error handler, option types, `--root`) is in `common`. Logic lives in
 the library modules. `JarvisError` is caught in one place (`JarvisGroup`) and turned into
 `error: <message>` on stderr plus the class's exit code. mlx and the HTTP stack are imported
@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from jarvis.cli import adapter, contract, dataset, dev, index, inspect, reply, train
+    from jarvis.cli import adapter, contract, dataset, dev, index, inspect, reply, serve, train
 
     for command in (
         contract.contract,
@@ -60,6 +60,7 @@ def _register() -> None:
         train.train_cmd,
         train.train_config_cmd,
         reply.reply_cmd,
+        serve.serve_cmd,
         inspect.verify_cmd,
         inspect.diff_cmd,
         inspect.eval_cmd,

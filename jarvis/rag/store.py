@@ -37,7 +37,7 @@ from jarvis.errors import (
 from jarvis.rag.terms import index_terms, query_terms
 
 APPLICATION_ID = 0x4A525653  # "JRVS"
-FORMAT = 1
+FORMAT = 2  # 2: the df table
 _MOD = 1 << 256
 # A reader waits this long for a writer's commit (and a writer for readers) before failing.
 _BUSY_MS = 10_000
@@ -143,7 +143,10 @@ class ExemplarStore:
     def _read_meta(self) -> dict[str, str]:
         rows = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         if rows.get("format") != str(FORMAT):
-            raise StoreError(f"{self.path}: exemplar store format {rows.get('format')!r} unknown")
+            raise StoreError(
+                f"{self.path}: exemplar store format {rows.get('format')!r}, this jarvis reads "
+                f"{FORMAT}: rebuild it (`jarvis index build`, or render the dataset again)"
+            )
         return rows
 
     def refresh(self) -> None:
@@ -219,6 +222,20 @@ class ExemplarStore:
         An empty or all-stop-word `text` returns []. Exclusions drop exemplars of a thread,
         an id, or a reply equal to `exclude_reply` (leave-one-out for training rows).
         """
+        try:
+            return self._search(text, k, exclude_thread, exclude_id, exclude_reply, min_score)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: exemplar store query failed: {exc}") from exc
+
+    def _search(
+        self,
+        text: str,
+        k: int,
+        exclude_thread: str | None,
+        exclude_id: str | None,
+        exclude_reply: str | None,
+        min_score: float,
+    ) -> list[Hit]:
         terms = self._prune(query_terms(text))
         if not terms or k <= 0:
             return []

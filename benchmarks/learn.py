@@ -41,7 +41,7 @@ HELDOUT = Path(os.environ.get("JARVIS_HELDOUT", ROOT / "benchmarks/data/codegen_
 OUT = Path(os.environ.get("JARVIS_LEARN_OUT", ROOT / "bench-learn-out"))
 ITERS = int(os.environ.get("JARVIS_LEARN_ITERS", "60"))
 MAX_TOKENS = int(os.environ.get("JARVIS_LEARN_MAX_TOKENS", "320"))
-LR = float(os.environ.get("JARVIS_LEARN_LR", "2e-4"))
+LR = float(os.environ.get("JARVIS_LEARN_LR", "1e-4"))
 SETTINGS = {"batch_size": 4, "learning_rate": LR, "num_layers": 8, "rank": 8, "seed": 0}
 # The sweep: (perfect examples given, --repeat) -> about 0.05%, 1%, 5% and 20% of train.
 SWEEP = [(1, 1), (20, 1), (20, 5), (20, 25)]

@@ -312,3 +312,17 @@ def test_index_errors_name_the_problem(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["index", "show", str(junk)])
     assert result.exit_code == 5
     assert result.stderr == f"error: {junk}: not a jarvis exemplar store\n"
+
+
+@pytest.mark.slow
+def test_eval_prompts_with_the_dataset_store(
+    rag_adapter: Path, rag_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(
+        cli, ["eval", "--dataset", str(rag_dataset), "--adapter", str(rag_adapter),
+              "--out", str(out), "--max-tokens", "4", "--limit", "4"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # The adapter refuses to serve without a store: eval passed the dataset's own.
+    assert len(_lines(out / "replies.jsonl")) == 4

@@ -159,7 +159,14 @@ class Server:
         if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
             raise HTTPProblem(401, "missing or wrong API key (Authorization: Bearer KEY)")
 
-    def _job(self, record: dict[str, Any], options: Options) -> Job:
+    async def _job(self, record: dict[str, Any], options: Options) -> Job:
+        """Render and tokenize off the event loop (a 1 MiB thread takes a while), then queue."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(self._prepare, record, options, loop)
+
+    def _prepare(
+        self, record: dict[str, Any], options: Options, loop: asyncio.AbstractEventLoop
+    ) -> Job:
         """Render through the contract, check the length, queue the job."""
         engine = self.engine
         try:
@@ -177,7 +184,6 @@ class Server:
             engine.check_length(len(tokens), limit)
         except PromptTooLongError as exc:
             raise HTTPProblem(413, str(exc), "messages") from exc
-        loop = asyncio.get_running_loop()
         job = Job(
             tokens=tokens,
             max_tokens=limit,
@@ -233,7 +239,7 @@ class Server:
     async def reply(self, request: Request) -> Response:
         """POST /v1/reply."""
         record, options = reply_record(await self._body(request))
-        job = self._job(record, options)
+        job = await self._job(record, options)
         if options.stream:
             return StreamingResponse(self._reply_sse(job, request), media_type="text/event-stream")
         reply = await self._finish(job, request)
@@ -258,7 +264,7 @@ class Server:
     async def chat(self, request: Request) -> Response:
         """POST /v1/chat/completions (OpenAI-compatible)."""
         record, options = chat_record(await self._body(request), self.engine.contract)
-        job = self._job(record, options)
+        job = await self._job(record, options)
         ident = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         if options.stream:
             return StreamingResponse(

@@ -571,7 +571,7 @@ def test_read_records_names_a_bad_line(tmp_path: Path) -> None:
 
 
 def test_default_jobs_follow_input_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jarvis.dataset import _PARALLEL_BYTES, _jobs
+    from jarvis.dataset.pipeline import _PARALLEL_BYTES, _jobs
     from jarvis.inputs import InputSpec
 
     small = tmp_path / "small.jsonl"

@@ -1,0 +1,238 @@
+"""`render_dataset`: the two passes into a temp folder, renamed into place atomically."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from jarvis.contract import Contract, load_contract
+from jarvis.dataset.manifest import _manifest, _manifest_bytes
+from jarvis.dataset.plan import _check_composition, _plan
+from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
+from jarvis.dataset.records import RowRenderer, _init_worker, _pass_one, _Spill, _State
+from jarvis.dataset.retrieval import EXEMPLARS, _rag_shares, _retrieve_rows
+from jarvis.dataset.write import _pass_two
+from jarvis.errors import (
+    InputError,
+    JarvisError,
+    UsageError,
+)
+from jarvis.files import sha256_file
+from jarvis.inputs import InputSpec, expand
+from jarvis.outdir import atomic_dir
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def _check_option_tags(recipe: Recipe, tags: set[str]) -> None:
+    """Every tag an option names has records (an input's tag, or a record's own)."""
+    for option, names in (
+        ("--train-only", recipe.train_only),
+        ("--repeat", list(recipe.repeat)),
+        ("--min-ratio", list(recipe.min_ratio)),
+    ):
+        for tag in names:
+            if tag not in tags:
+                raise UsageError(
+                    f"{option} {tag}: no input has the tag {tag!r} "
+                    f"(tags: {', '.join(sorted(tags))}); tag an input as --input {tag}=PATH "
+                    f'or its records as "tags": ["{tag}"]'
+                )
+
+
+def _collect_files(recipe: Recipe, contract: Contract) -> list[tuple[InputSpec, Path]]:
+    specs = recipe.input_specs()
+    if "tags" not in contract.schema.model_fields:
+        _check_option_tags(recipe, {s.tag for s in specs})  # known now: refuse before reading
+    files: list[tuple[InputSpec, Path]] = []
+    for spec in specs:
+        files += [(spec, p) for p in expand(spec)]
+    return files
+
+
+_PARALLEL_BYTES = 4 << 20
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _jobs(jobs: int | None, files: list[tuple[InputSpec, Path]]) -> int:
+    """The number of worker processes: as asked, or by input size and CPU count."""
+    if jobs is not None:
+        return max(1, jobs)
+    # Starting spawned workers costs about a second: only worth it for larger inputs.
+    size = sum(path.stat().st_size for _, path in files)
+    return min(os.cpu_count() or 1, 8) if size >= _PARALLEL_BYTES else 1
+
+
+def render_dataset(
+    recipe: Recipe,
+    out: Path,
+    *,
+    force: bool = False,
+    root: str | Path | None = None,
+    progress: bool = False,
+    jobs: int | Literal["auto"] = 1,
+) -> dict[str, Any]:
+    """Render, check and write an mlx-lm dataset folder from raw records.
+
+    Args:
+        recipe: every setting (CLI options or `--recipe` file).
+        out: the output folder (`train.jsonl`, `valid.jsonl`, `test.jsonl`, `records.jsonl`,
+            `rejects.jsonl` when any, `manifest.json`).
+        force: replace an existing `out`.
+        root: contract root (default `$JARVIS_ROOT`, else the bundled root).
+        progress: show a progress bar on stderr when it is a terminal.
+        jobs: worker processes for validating, rendering and tokenizing; default 1 (none,
+            so a plain script needs no `if __name__ == "__main__":` guard); "auto" (the CLI's
+            default): one per CPU (at most 8) for inputs of 4 MB or more. Workers need the
+            guard in a calling script. The output is byte-identical whatever the number.
+
+    Returns:
+        The manifest written to `out/manifest.json`.
+
+    Raises:
+        OutputExistsError: `out` exists and `force` is false.
+        InputError: a missing input, or more rejected records than `--max-reject-rate`.
+        DatasetError: nothing to train on, a split below `--min-split-rows`, or a composition
+            threshold (`--min-ratio`, `--min-compliant`) not met.
+        TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
+            prefix of its row.
+    """
+    contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
+    files = _collect_files(recipe, contract)
+    renderer = RowRenderer(contract, recipe)
+    data = [s.path for s in recipe.input_specs()]
+    reads: list[str | os.PathLike[str]] = [
+        contract.root,
+        *([recipe.tokenizer] if recipe.tokenizer is not None else []),
+    ]
+    with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
+        spill = _Spill(tmp / ".spill")
+        bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
+        workers = _jobs(None if jobs == "auto" else jobs, files)
+        executor = None
+        if workers > 1:
+            executor = ProcessPoolExecutor(
+                max_workers=workers,
+                # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
+                # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
+                mp_context=multiprocessing.get_context(_START_METHOD),
+                initializer=_init_worker,
+                initargs=(recipe, str(contract.root)),
+            )
+        try:
+            manifest = _render_into(
+                tmp, recipe, contract, renderer, files, spill, bar, executor, workers
+            )
+        except JarvisError as exc:
+            # The run fails, so `out` keeps its previous content, but the rejects that made
+            # it fail must stay readable: they move beside `out`.
+            kept = _keep_rejects(tmp / REJECTS, Path(out))
+            if kept is not None:
+                exc.args = (f"{exc}\n  the rejected records are in {kept}",)
+            raise
+    return manifest
+
+
+def _render_into(
+    tmp: Path,
+    recipe: Recipe,
+    contract: Contract,
+    renderer: RowRenderer,
+    files: list[tuple[InputSpec, Path]],
+    spill: _Spill,
+    bar: Any,
+    executor: Executor | None,
+    workers: int,
+) -> dict[str, Any]:
+    """Both passes into the temp folder; returns the manifest written there."""
+    from jarvis import __version__
+
+    try:
+        with (tmp / REJECTS).open("wb") as rejects_out:
+            pool = (executor, workers) if executor is not None else None
+            state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
+        _check_option_tags(recipe, set(state.tags))
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        spill.close()
+        if bar is not None:
+            bar.render_finish()
+    _check_rejects(recipe, state)
+    plan = _plan(recipe, contract, state)
+    _check_composition(recipe, contract, state, plan)
+    rag, retrieval = None, None
+    if contract.retrieval is not None:
+        rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
+    try:
+        written = _pass_two(tmp, spill, plan, rag)
+    finally:
+        if rag is not None:
+            rag.close()
+    shutil.rmtree(spill.folder)
+    if retrieval is not None:
+        written[EXEMPLARS] = {
+            "sha256": sha256_file(tmp / EXEMPLARS), "rows": retrieval["exemplars"],
+        }  # fmt: skip
+    shares = _rag_shares(tmp, contract)
+    if state.reject_count:
+        written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
+    else:
+        (tmp / REJECTS).unlink()
+    manifest = _manifest(recipe, contract, state, plan, written, __version__)
+    if shares is not None:
+        manifest["rag"] = {"field": contract.rag_field, "rows_with_block": shares}
+    if retrieval is not None:
+        manifest["retrieval"] = retrieval
+    (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
+    return manifest
+
+
+def _keep_rejects(rejects: Path, out: Path) -> Path | None:
+    """Move a failed run's rejects to `<out>.rejects.jsonl`; None when there are none.
+
+    An existing file of that name is replaced only when it is a jarvis rejects file.
+    """
+    if not rejects.is_file() or rejects.stat().st_size == 0:
+        return None
+    dest = out.absolute().parent / f"{out.name}.{REJECTS}"
+    if dest.exists():
+        with dest.open("rb") as fh:
+            first = fh.readline()
+        try:
+            entry = orjson.loads(first)
+        except orjson.JSONDecodeError:
+            entry = None
+        if not (isinstance(entry, dict) and {"file", "line", "reason", "raw"} <= entry.keys()):
+            return None
+    os.replace(rejects, dest)
+    return dest
+
+
+def _progress_bar(files: list[tuple[InputSpec, Path]]) -> Any:
+    import click
+
+    total = sum(max(p.stat().st_size, 1) for _, p in files)
+    bar = click.progressbar(length=total, label="rendering", file=sys.stderr)
+    bar.render_progress()
+    return bar
+
+
+def _check_rejects(recipe: Recipe, state: _State) -> None:
+    invalid = state.reject_count - state.overlength
+    if state.total == 0 or invalid / state.total <= recipe.max_reject_rate:
+        return
+    first = state.rejects[0]
+    more = "\n".join(f"  {line}" for line in state.rejects[1:])
+    raise InputError(
+        f"{first}\n{more + chr(10) if more else ''}"
+        f"  {invalid} of {state.total} records rejected ({invalid / state.total:.2%}), above "
+        f"--max-reject-rate {recipe.max_reject_rate:g}"
+    )

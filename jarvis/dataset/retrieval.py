@@ -1,0 +1,154 @@
+"""Between the passes, for a contract with `retrieval:`: build the exemplar store from the
+train split and re-render every row with its exemplars (leave-one-out).
+"""
+
+from __future__ import annotations
+
+from array import array
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from jarvis.contract import Contract
+from jarvis.dataset.plan import _Plan, _share
+from jarvis.dataset.recipe import RECORDS, Recipe
+from jarvis.dataset.records import RowRenderer, _prefix_error, _Spill, _State
+from jarvis.errors import (
+    TokenizationError,
+)
+from jarvis.splits import SPLITS, TRAIN
+
+# --- between the passes: retrieval (a contract with a `retrieval:` block) -------------------
+
+EXEMPLARS = "exemplars.sqlite"
+
+
+class _RagRows:
+    """Each record's row and record re-rendered with its exemplars, in a temp file by unit."""
+
+    def __init__(self, path: Path, units: int) -> None:
+        self.path = path
+        self.fh: IO[bytes] = path.open("w+b")
+        self.start = array("Q", [0]) * units
+        self.length = array("I", [0]) * units
+        self.end = 0
+
+    def put(self, unit: int, row: bytes, record: bytes) -> None:
+        data = row + b"\t" + record
+        self.fh.write(data)
+        self.start[unit], self.length[unit] = self.end, len(data)
+        self.end += len(data)
+
+    def get(self, unit: int) -> tuple[bytes, bytes]:
+        self.fh.seek(self.start[unit])
+        row, _, record = self.fh.read(self.length[unit]).partition(b"\t")
+        return row, record
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _retrieve_rows(
+    tmp: Path,
+    recipe: Recipe,
+    contract: Contract,
+    renderer: RowRenderer,
+    spill: _Spill,
+    state: _State,
+    plan: _Plan,
+) -> tuple[_RagRows, dict[str, Any]]:
+    """Build the exemplar store from the train split, then fill every record's RAG block.
+
+    Leave-one-out for train rows (never the record itself, its thread, or its own reply);
+    valid and test rows retrieve exactly as a runtime prompt does (their threads are not in
+    the store). Returns the re-rendered rows and the manifest's `retrieval` block.
+    """
+    from jarvis.rag.retrieve import exemplar_of, retrieve
+    from jarvis.rag.store import ExemplarStore, build_store
+
+    spec = contract.retrieval
+    assert spec is not None and contract.retrieval_key is not None
+    units = []
+    for lines in spill.buckets(keep=True):
+        for line in lines:
+            if line[24:28] == b"0000":
+                _, rid, _, record = line[29:].split(b"\t")
+                units.append((int(line[16:24], 16), orjson.loads(rid), record))
+    items = []
+    for unit, rid, record in units:
+        if plan.split_of[unit] == TRAIN:
+            own = exemplar_of(contract, rid, orjson.loads(record))
+            if own is not None:
+                items.append(own)
+    fingerprint = build_store(
+        tmp / EXEMPLARS, items, contract=contract.name, key=contract.retrieval_key,
+        built_by=f"jarvis render-dataset --contract {contract.ref} (train split)",
+    )  # fmt: skip
+    rows = _RagRows(spill.folder / "rag", len(state.tag_of))
+    with_exemplars = [0] * len(SPLITS)
+    shown = [0] * len(SPLITS)
+    max_len = recipe.max_seq_length
+    with ExemplarStore(tmp / EXEMPLARS) as store:
+        for unit, rid, raw_record in units:
+            s = plan.split_of[unit]
+            record = orjson.loads(raw_record)
+            found = retrieve(contract, store, record, leave_out=rid if s == TRAIN else None)
+            if found:
+                record[spec.field] = found
+                with_exemplars[s] += 1
+                shown[s] += len(found)
+            row, _, messages = renderer.render(contract.validate(record), rid)
+            if renderer.tokenizer is not None:
+                full, prompt = renderer.tokens(messages, row)
+                if len(full) > max_len:
+                    raise TokenizationError(
+                        f"record {rid!r}: with its {len(found)} exemplars the row has "
+                        f"{len(full)} tokens, more than --max-seq-length {max_len} (raise it, "
+                        f"or lower the contract's retrieval.k)"
+                    )
+                problem = _prefix_error(renderer, f"record {rid!r}", prompt, full)
+                if problem is not None:
+                    raise TokenizationError(problem)
+                state.tokens_of[unit] = len(full)
+            rows.put(unit, row, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+    plan.tokens = [[] for _ in SPLITS]
+    for r in range(len(state.tag_of)):
+        plan.tokens[plan.split_of[r]].append(state.tokens_of[r])
+    splits = {}
+    for s, name in enumerate(SPLITS):
+        records = sum(plan.records[s])
+        if records:
+            splits[name] = {
+                "rows_with_exemplars": _share(with_exemplars[s], records),
+                "mean_exemplars": round(shown[s] / records, 4),
+            }
+    info = {
+        "store": EXEMPLARS,
+        "fingerprint": fingerprint,
+        "exemplars": len(items),
+        "key": contract.retrieval_key,
+        "config": spec.model_dump(mode="json"),
+        "splits": splits,
+    }
+    return rows, info
+
+
+def _rag_shares(tmp: Path, contract: Contract) -> dict[str, float] | None:
+    """Caller-provided RAG blocks: the share of each split's records that carry one."""
+    field = contract.rag_field
+    if field is None:
+        return None
+    # Sorted-key JSON: `"retrieved":[{` only appears for a non-empty list (a string value
+    # would hold `\"`, never a bare quote).
+    needle = b'"%s":[{' % field.encode()
+    counts = [0] * len(SPLITS)
+    totals = [0] * len(SPLITS)
+    index = {name.encode(): s for s, name in enumerate(SPLITS)}
+    with (tmp / RECORDS).open("rb") as fh:
+        for line in fh:
+            split = line[line.index(b'"split":"') + 9 :].split(b'"', 1)[0]
+            s = index[split]
+            totals[s] += 1
+            counts[s] += needle in line
+    return {name: _share(counts[s], totals[s]) for s, name in enumerate(SPLITS) if totals[s]}

@@ -1,0 +1,86 @@
+"""Pass 2: read the buckets in hash order and write train/valid/test and records.jsonl."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from jarvis.dataset.plan import _Plan
+from jarvis.dataset.recipe import RECORDS
+from jarvis.dataset.records import _close_all, _Spill
+from jarvis.dataset.retrieval import _RagRows
+from jarvis.splits import SPLITS, TRAIN
+
+# --- pass 2 --------------------------------------------------------------------------------
+
+
+class _Writer:
+    """An output file that hashes and counts what it writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = path.open("wb", buffering=1 << 20)
+        self.digest = hashlib.sha256()
+        self.rows = 0
+
+    def write(self, line: bytes) -> None:
+        self.fh.write(line)
+        self.digest.update(line)
+        self.rows += 1
+
+    def close(self) -> dict[str, Any]:
+        self.fh.close()
+        return {"sha256": self.digest.hexdigest(), "rows": self.rows}
+
+
+def _pass_two(
+    tmp: Path, spill: _Spill, plan: _Plan, rag: _RagRows | None
+) -> dict[str, dict[str, Any]]:
+    writers = [
+        _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
+        for s, name in enumerate(SPLITS)
+    ]
+    records = _Writer(tmp / RECORDS)
+    try:
+        return _write_splits(spill, plan, writers, records, rag)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _close_all([w.fh for w in [*writers, records] if w is not None])
+        raise
+
+
+def _write_splits(
+    spill: _Spill,
+    plan: _Plan,
+    writers: list[_Writer | None],
+    records: _Writer,
+    rag: _RagRows | None,
+) -> dict[str, dict[str, Any]]:
+    split_json = [b'"%s"' % name.encode() for name in SPLITS]
+    split_of = plan.split_of
+    for lines in spill.buckets():
+        for line in lines:
+            unit = int(line[16:24], 16)
+            s = split_of[unit]
+            copy = line[24:28] != b"0000"
+            if copy and s != TRAIN:
+                continue
+            payload = line[29:]
+            if copy:
+                row = payload if rag is None else rag.get(unit)[0]
+            else:
+                row, rid, tag, record = payload.split(b"\t")
+                if rag is not None:
+                    row, record = rag.get(unit)
+                records.write(
+                    b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n'
+                    % (rid, split_json[s], tag, record)
+                )
+            writer = writers[s]
+            assert writer is not None
+            writer.write(row + b"\n")
+    files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
+    files[RECORDS] = records.close()
+    return files

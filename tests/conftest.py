@@ -74,13 +74,17 @@ def make_dataset() -> Callable[..., Path]:
     return write_dataset
 
 
+def train_tiny(dataset: Path, model: Path, out: Path, iters: int = 3) -> Path:
+    """A stamped adapter: a few LoRA iterations of `jarvis.train.train` on the tiny model."""
+    from jarvis.train import TrainOptions, train
+
+    options = TrainOptions(iters=iters, batch_size=2, learning_rate=1e-3, num_layers=2, rank=4)
+    return train(dataset, str(model), out, options).adapter_path
+
+
 @pytest.fixture(scope="session")
 def trained_adapter(
     tiny_model: Path, reply_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A stamped reply@1 adapter: 3 LoRA iterations on the tiny model."""
-    from jarvis.train import TrainOptions, train
-
-    out = tmp_path_factory.mktemp("adapters") / "reply"
-    options = TrainOptions(iters=3, batch_size=2, learning_rate=1e-3, num_layers=2, rank=4)
-    return train(reply_dataset, str(tiny_model), out, options).adapter_path
+    return train_tiny(reply_dataset, tiny_model, tmp_path_factory.mktemp("adapters") / "reply")

@@ -171,11 +171,9 @@ def test_diff_reports_exemplar_changes(rag_dataset: Path, tmp_path: Path) -> Non
 def rag_adapter(
     tiny_model: Path, rag_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    from jarvis.train import TrainOptions, train
+    from conftest import train_tiny
 
-    out = tmp_path_factory.mktemp("rag-adapter") / "a"
-    options = TrainOptions(iters=2, batch_size=2, learning_rate=1e-3, num_layers=2, rank=4)
-    return train(rag_dataset, str(tiny_model), out, options).adapter_path
+    return train_tiny(rag_dataset, tiny_model, tmp_path_factory.mktemp("rag-adapter") / "a", 2)
 
 
 @pytest.mark.slow

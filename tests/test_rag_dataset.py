@@ -324,3 +324,41 @@ def test_eval_prompts_with_the_dataset_store(
     assert result.exit_code == 0, result.output
     # The adapter refuses to serve without a store: eval passed the dataset's own.
     assert len(_lines(out / "replies.jsonl")) == 4
+
+
+def test_tokens_are_counted_with_the_exemplars_in(rag_dataset: Path, tmp_path: Path) -> None:
+    from jarvis.chat import load_tokenizer, mlx_row_tokens
+    from jarvis.errors import TokenizationError
+    from tokenizer_fixture import make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    manifest = _render(tmp_path / "out", [str(EXAMPLES)], batch_size=2, tokenizer=str(tok))
+    tokenizer = load_tokenizer(str(tok))
+    rows = _lines(tmp_path / "out" / "train.jsonl")
+    longest = max(len(mlx_row_tokens(tokenizer, r)) for r in rows)
+    assert manifest["splits"]["train"]["tokens"]["max"] == longest
+    # The same rows as without a tokenizer: counting changes nothing.
+    assert (tmp_path / "out" / "train.jsonl").read_bytes() == (
+        rag_dataset / "train.jsonl"
+    ).read_bytes()
+    with pytest.raises(TokenizationError, match="exemplars the row has .* --max-seq-length 60"):
+        _render(tmp_path / "short", [str(EXAMPLES)], batch_size=2, tokenizer=str(tok),
+                max_seq_length=60)  # fmt: skip
+
+
+def test_batched_token_counts_equal_one_at_a_time(tmp_path: Path) -> None:
+    from jarvis.contract import load_contract
+    from jarvis.dataset import RowRenderer
+    from tokenizer_fixture import make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    contract = load_contract("reply@1")
+    renderer = RowRenderer(contract, Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok)))
+    records = [json.loads(x) for x in EXAMPLES.read_text().splitlines()]
+    items = []
+    for r in records:
+        row, _, messages = renderer.render(contract.validate(r), r["id"])
+        items.append((messages, row))
+    batched = renderer.tokens_many(items)
+    assert renderer.batched  # verified on the first batch, so it stayed batched
+    assert batched == [renderer.tokens(m, row) for m, row in items]

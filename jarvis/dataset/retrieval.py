@@ -22,6 +22,7 @@ from jarvis.splits import SPLITS, TRAIN
 # --- between the passes: retrieval (a contract with a `retrieval:` block) -------------------
 
 EXEMPLARS = "exemplars.sqlite"
+_BATCH = 512  # rows tokenized together (the fast tokenizer's batch call)
 
 
 class _RagRows:
@@ -89,21 +90,20 @@ def _retrieve_rows(
     with_exemplars = [0] * len(SPLITS)
     shown = [0] * len(SPLITS)
     max_len = recipe.max_seq_length
-    with ExemplarStore(tmp / EXEMPLARS) as store:
-        for unit, rid, raw_record in units:
-            s = plan.split_of[unit]
-            record = orjson.loads(raw_record)
-            found = retrieve(contract, store, record, leave_out=rid if s == TRAIN else None)
-            if found:
-                record[spec.field] = found
-                with_exemplars[s] += 1
-                shown[s] += len(found)
-            row, _, messages = renderer.render(contract.validate(record), rid)
-            if renderer.tokenizer is not None:
-                full, prompt = renderer.tokens(messages, row)
+    batch: list[tuple[int, str, bytes, dict[str, Any], list[dict[str, str]], int]] = []
+
+    def flush() -> None:
+        counted = (
+            renderer.tokens_many([(b[4], b[2]) for b in batch])
+            if renderer.tokenizer is not None
+            else [None] * len(batch)
+        )
+        for (unit, rid, row, record, _, found), tokens in zip(batch, counted, strict=True):
+            if tokens is not None:
+                full, prompt = tokens
                 if len(full) > max_len:
                     raise TokenizationError(
-                        f"record {rid!r}: with its {len(found)} exemplars the row has "
+                        f"record {rid!r}: with its {found} exemplars the row has "
                         f"{len(full)} tokens, more than --max-seq-length {max_len} (raise it, "
                         f"or lower the contract's retrieval.k)"
                     )
@@ -112,6 +112,26 @@ def _retrieve_rows(
                     raise TokenizationError(problem)
                 state.tokens_of[unit] = len(full)
             rows.put(unit, row, orjson.dumps(record, option=orjson.OPT_SORT_KEYS))
+        batch.clear()
+
+    try:
+        with ExemplarStore(tmp / EXEMPLARS) as store:
+            for unit, rid, raw_record in units:
+                s = plan.split_of[unit]
+                record = orjson.loads(raw_record)
+                found = retrieve(contract, store, record, leave_out=rid if s == TRAIN else None)
+                if found:
+                    record[spec.field] = found
+                    with_exemplars[s] += 1
+                    shown[s] += len(found)
+                row, _, messages = renderer.render(contract.validate(record), rid)
+                batch.append((unit, rid, row, record, messages, len(found)))
+                if len(batch) >= _BATCH:
+                    flush()
+            flush()
+    except BaseException:
+        rows.close()  # the run fails: the temp file goes with the partial folder
+        raise
     plan.tokens = [[] for _ in SPLITS]
     for r in range(len(state.tag_of)):
         plan.tokens[plan.split_of[r]].append(state.tokens_of[r])

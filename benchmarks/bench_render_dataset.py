@@ -76,6 +76,52 @@ def _jarvis_once(src: Path, out: Path, jobs: int | str = "auto") -> None:
     render_dataset(recipe, out, force=True, jobs=jobs)
 
 
+QWEN = Path(__file__).resolve().parent.parent.parent / "shared/realdata/tokenizers/qwen2.5-instruct"
+
+
+def hf_loop(src: Path, tokenizer: object, system: str) -> None:
+    """The Hugging Face way: build each row's messages and `apply_chat_template(tokenize=True)`."""
+    with src.open(encoding="utf-8") as fh:
+        for line in fh:
+            r = json.loads(line)
+            user = "\n".join(f"{m['sender']}: {m['text']}" for m in r["messages"])
+            messages = [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": r["reply"]},
+            ]
+            tokenizer.apply_chat_template(messages, tokenize=True)  # type: ignore[attr-defined]
+
+
+def tokenizer_anchor(base: Path, n: int, system: str) -> None:
+    """jarvis with the real Qwen2.5 tokenizer against the HF loop, alternated, medians of 3."""
+    import statistics
+
+    from transformers import AutoTokenizer
+
+    from jarvis.dataset import Recipe, render_dataset
+
+    if not QWEN.is_dir():
+        print(f"tokenizer anchor: skipped (no {QWEN})")
+        return
+    src = base / "tok.jsonl"
+    make_input(src, n, seed=2)
+    tokenizer = AutoTokenizer.from_pretrained(str(QWEN))
+    recipe = Recipe.build(contract="reply@1", inputs=[str(src)], tokenizer=str(QWEN))
+    hf, jv = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        hf_loop(src, tokenizer, system)
+        hf.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        render_dataset(recipe, base / "tok-out", force=True, jobs=1)
+        jv.append(time.perf_counter() - t)
+    a, b = statistics.median(hf) / n * 1e6, statistics.median(jv) / n * 1e6
+    head = f"with the Qwen2.5 tokenizer, {n} records, one process:"
+    print(f"{head} HF apply_chat_template loop {a:.0f} us/record, render-dataset {b:.0f} "
+          f"us/record: {b / a:.2f}x (goal <= 0.5x)")  # fmt: skip
+
+
 def peak_memory_mb(src: Path, out: Path) -> float:
     """Run `jarvis render-dataset` in a child process and return its peak RSS in MB."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -124,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"ratio, one process each: {per_one / per_base:.2f}x (goal <= 1.5x)")
         print(f"ratio, default jobs:     {per_default / per_base:.2f}x")
+        tokenizer_anchor(base, min(n, 10000), system)
         if mem_n:
             big = base / "big.jsonl"
             make_input(big, mem_n, seed=1)

@@ -88,3 +88,16 @@ def trained_adapter(
 ) -> Path:
     """A stamped reply@1 adapter: 3 LoRA iterations on the tiny model."""
     return train_tiny(reply_dataset, tiny_model, tmp_path_factory.mktemp("adapters") / "reply")
+
+
+@pytest.fixture(scope="session")
+def varied_adapter(
+    tiny_model: Path, reply_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """An adapter whose greedy replies differ from prompt to prompt. The tiny base answers
+    "\n" to everything and a 3-step adapter EOS: comparing those would compare nothing."""
+    from jarvis.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("varied") / "adapter"
+    options = TrainOptions(iters=150, batch_size=2, learning_rate=5e-3, num_layers=2, rank=8)
+    return train(reply_dataset, str(tiny_model), out, options).adapter_path

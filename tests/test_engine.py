@@ -273,7 +273,9 @@ def test_parse_request_lines() -> None:
     ]
 
 
-def test_batched_replies_equal_one_at_a_time_greedy(base_engine: ReplyEngine) -> None:
+def test_batched_replies_equal_one_at_a_time_greedy(varied_adapter: Path) -> None:
+    # Replies that differ from prompt to prompt: the tiny base would answer "" to all.
+    engine = ReplyEngine(adapter=varied_adapter)
     requests = [
         [{"sender": "Sam", "text": "you coming tonight?"}],
         [{"sender": "Ana", "text": "dinner at 7? we could also do 8 if that is better"}],
@@ -281,8 +283,9 @@ def test_batched_replies_equal_one_at_a_time_greedy(base_engine: ReplyEngine) ->
         [{"sender": "Sam", "text": "did you pay rent"}, {"sender": "Jwalin", "text": "ya"}],
         [{"sender": "Ana", "text": "lol"}],
     ]
-    one = [base_engine.reply(r, temperature=0.0, max_tokens=12) for r in requests]
-    batched = base_engine.reply_batch(requests, max_tokens=12, batch_size=3)
+    one = [engine.reply(r, temperature=0.0, max_tokens=12, stop=[]) for r in requests]
+    batched = engine.reply_batch(requests, max_tokens=12, batch_size=3, stop=[])
+    assert len({o.text for o in one}) > 2 and all(o.text for o in one)
     assert [b.text for b in batched] == [o.text for o in one]
     assert [b.finish_reason for b in batched] == [o.finish_reason for o in one]
     assert [b.prompt_tokens for b in batched] == [o.prompt_tokens for o in one]

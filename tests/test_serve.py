@@ -73,8 +73,8 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(trained_adapter: Path) -> Iterator[Running]:
-    server = Running(trained_adapter)
+def running(varied_adapter: Path) -> Iterator[Running]:
+    server = Running(varied_adapter)
     yield server
     server.stop()
 
@@ -93,6 +93,7 @@ def test_concurrent_replies_equal_sequential_ones(running: Running) -> None:
 
     with ThreadPoolExecutor(len(REQUESTS)) as pool:
         got = list(pool.map(ask, REQUESTS))
+    assert all(len(t) > 5 for t in expected) and len(set(expected)) > 1
     assert [g["text"] for g in got] == expected
     first = got[0]
     assert first["contract"] == "reply@1" and first["usage"]["cached_tokens"] > 0
@@ -296,3 +297,20 @@ def test_sigterm_finishes_the_requests_in_flight(trained_adapter: Path, tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_stop_strings_cut_as_in_jarvis_reply(running: Running, stream: bool) -> None:
+    replies = {i: running.engine.reply(r, **GREEDY).text for i, r in enumerate(REQUESTS)}
+    i = max(replies, key=lambda k: len(replies[k]))
+    assert len(replies[i]) >= 6
+    stop = replies[i][3:5]
+    expected = running.engine.reply(REQUESTS[i], **{**GREEDY, "stop": [stop]})
+    body = {"messages": REQUESTS[i], **GREEDY, "stop": [stop], "stream": stream}
+    response = _post(f"{running.url}/v1/reply", body)
+    if stream:
+        last = [e for e in response.text.split("\n\n") if e][-1]
+        got = json.loads(last.split("data: ", 1)[1])
+    else:
+        got = response.json()
+    assert (got["text"], got["finish_reason"]) == (expected.text, "stop")

@@ -192,6 +192,7 @@ class Server:
             stops=[s for s in (gen.stop if options.stop is None else options.stop) if s],
             loop=loop,
             events=asyncio.Queue(),
+            stream=options.stream,
         )
         if options.seed is not None:
             import mlx.core as mx

@@ -41,6 +41,7 @@ class Job:
     stops: list[str]
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[tuple[str, Any]]
+    stream: bool = False  # send ("text", piece) events as text is released
     created: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     uid: int = -1
@@ -197,12 +198,16 @@ class Scheduler:
                 job.first = now
             if r.finish_reason != "stop":
                 job.ids.append(r.token)
-            text = self.engine.tokenizer.decode(job.ids)
             finish = r.finish_reason
+            if finish is None and not job.stream and not job.stops:
+                continue  # nothing to release or to look for until the end: decode once then
+            text = self.engine.tokenizer.decode(job.ids)
             hit = _find_stop(text, job.stops, job.emitted)
             if hit is not None:
                 text, finish = text[:hit], "stop"
             if finish is None:
+                if not job.stream:
+                    continue
                 safe = len(text) - (_held_back(text, job.stops) if job.stops else 0)
                 while safe > job.emitted and text[safe - 1] == "\ufffd":
                     safe -= 1  # an incomplete UTF-8 sequence: wait for its next token
@@ -210,7 +215,7 @@ class Scheduler:
                     job.send("text", text[job.emitted : safe])
                     job.emitted = safe
                 continue
-            if text[job.emitted :]:
+            if job.stream and text[job.emitted :]:
                 job.send("text", text[job.emitted :])
             job.send("done", self._reply(job, text, "stop" if finish == "stop" else "length"))
             finished.append(r.uid)

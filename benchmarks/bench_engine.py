@@ -151,6 +151,18 @@ def bench_real_model() -> None:
           f"(ratio {ours / raw:.3f})")  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak resident memory of this process: {peak:.0f} MB")
+    from jarvis.audit import audit_chat_template, load_chat_template
+    from jarvis.contract import load_contract
+    from jarvis.diff import sample_records
+
+    template = load_chat_template(str(real))
+    for ref in ("reply@1", "codegen@1"):
+        contract = load_contract(ref)
+        records = [r for _, r in sample_records(contract)]
+        report = audit_chat_template(template, contract, records)
+        shown = [f"{f.severity} {f.check}" for f in report.findings if f.severity != "ok"]
+        notes = "; ".join(shown) or "every check ok"
+        print(f"  chat-template audit, SmolLM2 with {ref}: {report.verdict} ({notes})")
 
 
 if __name__ == "__main__":

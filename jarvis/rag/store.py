@@ -15,6 +15,7 @@ Determinism: ranking is BM25 over the same content, ties broken by exemplar id.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -309,14 +310,16 @@ def _insert(conn: sqlite3.Connection, items: list[StoredExemplar], start: int) -
         "INSERT INTO exemplar (n, id, thread, message, reply) VALUES (?, ?, ?, ?, ?)",
         ((start + i, e.id, e.thread, e.message, e.reply) for i, e in enumerate(items)),
     )
-    bodies = [index_terms(e.message) for e in items]
+    df: Counter[str] = Counter()
+    bodies = []
+    for e in items:
+        terms = index_terms(e.message)
+        df.update(set(terms))
+        bodies.append(" ".join(terms))
     conn.executemany(
         "INSERT INTO terms (rowid, body) VALUES (?, ?)",
         ((start + i, body) for i, body in enumerate(bodies)),
     )
-    df: Counter[str] = Counter()
-    for body in bodies:
-        df.update(set(body.split()))
     conn.executemany(
         "INSERT INTO df (term, n) VALUES (?, ?) "
         "ON CONFLICT (term) DO UPDATE SET n = n + excluded.n",
@@ -381,10 +384,18 @@ def build_store(
         try:
             conn.execute("PRAGMA journal_mode = OFF")  # a fresh temp file: nothing to roll back
             conn.execute("PRAGMA synchronous = OFF")
-            with conn:
-                _create(conn, contract, key, built_by)
-                total = _insert(conn, rows, 1)
-                fingerprint = _set_totals(conn, key, len(rows), total)
+            # The bulk insert allocates a few small objects per exemplar and frees them all:
+            # the cyclic collector would rescan the caller's whole heap many times over.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                with conn:
+                    _create(conn, contract, key, built_by)
+                    total = _insert(conn, rows, 1)
+                    fingerprint = _set_totals(conn, key, len(rows), total)
+            finally:
+                if collecting:
+                    gc.enable()
             conn.execute("PRAGMA journal_mode = DELETE")
         finally:
             conn.close()

@@ -58,11 +58,11 @@ def encode(word: str) -> str:
     return "u" + word.encode("utf-8").hex()
 
 
-def index_terms(text: str) -> str:
-    """The space-separated terms stored for an exemplar's message (stop words kept out)."""
+def index_terms(text: str) -> list[str]:
+    """The terms stored for an exemplar's message, in order (stop words kept out)."""
     if text.isascii():  # every word is [a-z0-9]: its term is "a" + word
-        return " ".join(["a" + w for w in _ASCII_WORD.findall(text.lower()) if w not in STOP_WORDS])
-    return " ".join([encode(w) for w in words(text) if w not in STOP_WORDS])
+        return ["a" + w for w in _ASCII_WORD.findall(text.lower()) if w not in STOP_WORDS]
+    return [encode(w) for w in words(text) if w not in STOP_WORDS]
 
 
 def query_terms(text: str) -> list[str]:

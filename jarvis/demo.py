@@ -79,7 +79,11 @@ def main() -> None:
     )  # fmt: skip
 
     _step(4, "verify the adapter's stamp against the dataset, the contract and the base model")
-    _jarvis("verify", str(data), "--adapter", str(adapter), "--tokenizer", str(model))
+    # --contract: the app serves reply@1 (reply@2, the latest, adds retrieval: see `jarvis index`).
+    _jarvis(
+        "verify", str(data), "--adapter", str(adapter), "--tokenizer", str(model),
+        "--contract", "reply@1",
+    )  # fmt: skip
     stamp = json.loads((adapter / "adapter_config.json").read_text())["jarvis"]
     for key in ("ref", "fingerprint", "dataset_manifest_sha256", "base_model"):
         print(f"  jarvis.{key}: {stamp[key]}")

@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -135,13 +136,9 @@ class Side:
             return None if own is None else list(own.get(name) or [])
         return list(record.get(name) or [])
 
-    @property
+    @cached_property
     def _by_id(self) -> dict[str, dict[str, Any]]:
-        cached: dict[str, dict[str, Any]] | None = self.__dict__.get("_ids")
-        if cached is None:
-            cached = dict(self.records or [])
-            object.__setattr__(self, "_ids", cached)
-        return cached
+        return dict(self.records or [])
 
 
 def is_dataset_dir(spec: str) -> bool:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jarvis.adapter import (
     RagShapeWarning,
@@ -38,6 +38,9 @@ from jarvis.chat import apply_chat_template, common_prefix_length, has_thinking,
 from jarvis.checks import CheckResult, run_checks
 from jarvis.contract import Contract, load_contract
 from jarvis.errors import InputError, JarvisError, ModelError, PromptTooLongError, RecordError
+
+if TYPE_CHECKING:
+    from jarvis.rag.store import ExemplarStore
 
 # End-of-turn markers of common chat templates. One that the template uses but the tokenizer
 # does not treat as EOS would let generation run past the end of the reply.
@@ -239,7 +242,7 @@ class ReplyEngine:
         allow_mismatch: bool = False,
         root: str | os.PathLike[str] | None = None,
         prefix_cache: bool = True,
-        exemplars: str | os.PathLike[str] | None = None,
+        exemplars: str | os.PathLike[str] | ExemplarStore | None = None,
     ) -> None:
         """Load the model and adapter, check the stamp, and prefill the system prefix.
 
@@ -253,8 +256,9 @@ class ReplyEngine:
             allow_mismatch: load an adapter whose stamp does not match (warns instead).
             root: contract root (default `$JARVIS_ROOT`, else the bundled root).
             prefix_cache: prefill the static system prefix once and reuse it.
-            exemplars: the exemplar store (for a contract with retrieval) the RAG block is
-                retrieved from, as in training; an adapter trained with one needs one.
+            exemplars: the exemplar store (a path, or an open `ExemplarStore`) the RAG block
+                is retrieved from, for a contract with retrieval, as in training; an adapter
+                trained with one needs one.
 
         Raises:
             ContractMismatchError: the adapter's stamp names another contract version,

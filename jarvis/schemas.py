@@ -14,8 +14,9 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from jarvis.errors import ContractError
@@ -30,6 +31,19 @@ class Record(BaseModel):
     METADATA_FIELDS: ClassVar[frozenset[str]] = frozenset({"id", "tags"})
     # The field holding the assistant target; absent at runtime.
     TARGET_FIELD: ClassVar[str] = ""
+
+
+def record_key(model: Record) -> tuple[dict[str, Any], bytes, str]:
+    """A validated record's identity, the same in render-dataset and `jarvis index`.
+
+    Returns:
+        (its JSON dump without nulls, the sha256 of that dump with sorted keys (an explicit
+        null counts as absent), its id: its own `id` field, else the digest's first 16 hex).
+    """
+    record = model.model_dump(mode="json", exclude_none=True)
+    digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).digest()
+    explicit = record.get("id") if "id" in type(model).model_fields else None
+    return record, digest, explicit if isinstance(explicit, str) else digest.hex()[:16]
 
 
 class Message(BaseModel):

@@ -534,14 +534,15 @@ def check_exemplars(
             if got != (entry.record.get(field) or []):
                 problems.append(f"record {entry.rid} ({entry.split})")
         leaked = [e.id for e in store.exemplars() if e.id not in train_ids]
-    if leaked and not problems:
-        problems.append(f"the store holds {len(leaked)} records not in the train split")
-    if problems:
+    if problems or leaked:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
-        result.add(
-            "exemplars", False,
-            "re-retrieval differs for " + ", ".join(problems[:3]) + more,
-        )  # fmt: skip
+        found = ["re-retrieval differs for " + ", ".join(problems[:3]) + more] if problems else []
+        if leaked:
+            found.append(
+                f"the store holds {len(leaked)} exemplars not from the train split "
+                f"(e.g. {leaked[0]!r})"
+            )
+        result.add("exemplars", False, "; ".join(found))
     else:
         result.add(
             "exemplars", True,

@@ -146,6 +146,19 @@ def test_verify_re_retrieves_and_fails_on_a_changed_store(
     )
     failed = {c.name: c for c in verify_dataset(copy).checks if not c.passed}
     assert "exemplars" in failed and "fingerprint" in failed["exemplars"].detail
+    # The manifest edited to match the grown store: the foreign exemplar is still caught.
+    from jarvis.files import sha256_file
+
+    manifest = _manifest(copy)
+    with ExemplarStore(copy / "exemplars.sqlite") as store:
+        manifest["retrieval"]["fingerprint"] = store.fingerprint
+    manifest["files"]["exemplars.sqlite"]["sha256"] = sha256_file(copy / "exemplars.sqlite")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    failed = {c.name: c for c in verify_dataset(copy).checks if not c.passed}
+    assert set(failed) == {"exemplars"}
+    assert "the store holds 1 exemplars not from the train split (e.g. 'new')" in (
+        failed["exemplars"].detail
+    )
 
 
 def test_diff_reports_exemplar_changes(rag_dataset: Path, tmp_path: Path) -> None:
@@ -206,6 +219,14 @@ def test_engine_refuses_to_serve_without_the_store(
     )
     engine = ReplyEngine(adapter=rag_adapter, exemplars=grown, prefix_cache=False)
     assert engine.store_note is not None and "grew since training" in engine.store_note
+    # A store built from the whole history (not grown from the training one): reported too.
+    whole = tmp_path / "history.sqlite"
+    result = CliRunner().invoke(cli, ["index", "build", "--contract", "reply@2", "--input",
+                                      str(EXAMPLES), "--out", str(whole)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    engine = ReplyEngine(adapter=rag_adapter, exemplars=whole, prefix_cache=False)
+    assert engine.store_note is not None
+    assert engine.store_note.startswith(f"exemplar store {whole} is not the one trained with")
 
 
 @pytest.mark.slow
@@ -231,6 +252,29 @@ def test_cli_reply_without_the_store_is_exit_8(rag_adapter: Path) -> None:
     assert result.stderr.startswith(
         f"error: adapter {rag_adapter} was trained with an exemplar store ("
     )
+
+
+@pytest.mark.slow
+def test_caller_rag_blocks_in_every_training_row_warn_when_a_prompt_lacks_one(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from conftest import REPLY_RECORDS, train_tiny, write_dataset
+    from jarvis.adapter import RagShapeWarning
+    from jarvis.engine import ReplyEngine
+
+    block = [{"message": "you up?", "reply": "ya"}]
+    records = [{**r, "retrieved": block} for r in REPLY_RECORDS]
+    data = write_dataset(tmp_path / "data", records)
+    assert _manifest(data)["rag"] == {
+        "field": "retrieved", "rows_with_block": {"test": 1.0, "train": 1.0, "valid": 1.0},
+    }  # fmt: skip
+    adapter = train_tiny(data, tiny_model, tmp_path / "adapter", 2)
+    engine = ReplyEngine(adapter=adapter, prefix_cache=False)
+    with pytest.warns(RagShapeWarning, match="no RAG block .* 100% of the adapter's training"):
+        engine.messages({"messages": [{"sender": "Sam", "text": "you up?"}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.messages({"messages": [{"sender": "Sam", "text": "hi"}], "retrieved": block})
 
 
 @pytest.mark.slow
@@ -346,6 +390,15 @@ def test_tokens_are_counted_with_the_exemplars_in(rag_dataset: Path, tmp_path: P
                 max_seq_length=60)  # fmt: skip
 
 
+def _rendered(renderer: Any, records: list[dict[str, Any]]) -> list[tuple[Any, bytes]]:
+    """(messages, row) per record, as pass 1 hands them to the token counter."""
+    out = []
+    for r in records:
+        row, _, messages = renderer.render(renderer.contract.validate(r), r["id"])
+        out.append((messages, row))
+    return out
+
+
 def test_batched_token_counts_equal_one_at_a_time(tmp_path: Path) -> None:
     from jarvis.contract import load_contract
     from jarvis.dataset import RowRenderer
@@ -354,11 +407,31 @@ def test_batched_token_counts_equal_one_at_a_time(tmp_path: Path) -> None:
     tok = make_tokenizer(tmp_path / "tok")
     contract = load_contract("reply@1")
     renderer = RowRenderer(contract, Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok)))
-    records = [json.loads(x) for x in EXAMPLES.read_text().splitlines()]
-    items = []
-    for r in records:
-        row, _, messages = renderer.render(contract.validate(r), r["id"])
-        items.append((messages, row))
+    items = _rendered(renderer, _lines(EXAMPLES))
     batched = renderer.tokens_many(items)
     assert renderer.batched  # verified on the first batch, so it stayed batched
     assert batched == [renderer.tokens(m, row) for m, row in items]
+
+
+def test_batched_tokens_fall_back_on_any_difference(tmp_path: Path) -> None:
+    from jarvis.contract import load_contract
+    from jarvis.dataset import RowRenderer
+    from tokenizer_fixture import make_tokenizer
+
+    class Skewed:
+        """A fast tokenizer whose batch call disagrees with the one-row path (one id off)."""
+
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def encode_batch(self, texts: list[str], add_special_tokens: bool) -> list[Any]:
+            out = self.inner.encode_batch(texts, add_special_tokens=add_special_tokens)
+            return [type("E", (), {"ids": [*e.ids, 0]})() for e in out]
+
+    tok = make_tokenizer(tmp_path / "tok")
+    contract = load_contract("reply@1")
+    renderer = RowRenderer(contract, Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok)))
+    renderer.fast = Skewed(renderer.fast)
+    items = _rendered(renderer, _lines(EXAMPLES)[:40])
+    assert renderer.tokens_many(items) == [renderer.tokens(m, row) for m, row in items]
+    assert not renderer.batched  # and it stays on the exact path

@@ -314,3 +314,14 @@ def test_stop_strings_cut_as_in_jarvis_reply(running: Running, stream: bool) -> 
     else:
         got = response.json()
     assert (got["text"], got["finish_reason"]) == (expected.text, "stop")
+
+
+def test_a_seed_reproduces_a_sampled_reply_that_runs_alone(running: Running) -> None:
+    body = {"messages": REQUESTS[1], "max_tokens": 24, "temperature": 1.5, "stop": []}
+    first = _post(f"{running.url}/v1/reply", {**body, "seed": 7}).json()["text"]
+    again = _post(f"{running.url}/v1/reply", {**body, "seed": 7}).json()["text"]
+    others = {
+        _post(f"{running.url}/v1/reply", {**body, "seed": s}).json()["text"] for s in (1, 2, 3)
+    }
+    assert first == again
+    assert others - {first}  # the seed is what fixed it, not a sampler that ignores it

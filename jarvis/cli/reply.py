@@ -168,7 +168,7 @@ def reply_cmd(
         warnings.simplefilter("always", AdapterMismatchWarning)
         engine = ReplyEngine(
             model, adapter, contract=contract, allow_mismatch=allow_mismatch, root=root,
-            exemplars=exemplars,
+            exemplars=store,  # opened and checked above: not opened twice
         )  # fmt: skip
     if engine.store_note is not None:
         click.echo(f"note: {engine.store_note}", err=True)

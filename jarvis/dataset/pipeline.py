@@ -14,10 +14,10 @@ import orjson
 
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
-from jarvis.dataset.plan import _check_composition, _plan
+from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
 from jarvis.dataset.records import RowRenderer, _init_worker, _pass_one, _Spill, _State
-from jarvis.dataset.retrieval import EXEMPLARS, _rag_shares, _retrieve_rows
+from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.write import _pass_two
 from jarvis.errors import (
     InputError,
@@ -27,6 +27,7 @@ from jarvis.errors import (
 from jarvis.files import sha256_file
 from jarvis.inputs import InputSpec, expand
 from jarvis.outdir import atomic_dir
+from jarvis.splits import SPLITS
 
 # --- the command ---------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ def _render_into(
     if contract.retrieval is not None:
         rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
     try:
-        written = _pass_two(tmp, spill, plan, rag)
+        written, with_block = _pass_two(tmp, spill, plan, rag, contract.rag_field)
     finally:
         if rag is not None:
             rag.close()
@@ -181,13 +182,17 @@ def _render_into(
         written[EXEMPLARS] = {
             "sha256": sha256_file(tmp / EXEMPLARS), "rows": retrieval["exemplars"],
         }  # fmt: skip
-    shares = _rag_shares(tmp, contract)
     if state.reject_count:
         written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
     else:
         (tmp / REJECTS).unlink()
     manifest = _manifest(recipe, contract, state, plan, written, __version__)
-    if shares is not None:
+    if contract.rag_field is not None:
+        shares = {
+            name: _share(with_block[s], sum(plan.records[s]))
+            for s, name in enumerate(SPLITS)
+            if sum(plan.records[s])
+        }
         manifest["rag"] = {"field": contract.rag_field, "rows_with_block": shares}
     if retrieval is not None:
         manifest["retrieval"] = retrieval

@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from array import array
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,7 @@ from jarvis.errors import (
 from jarvis.files import sha256_file
 from jarvis.inputs import DEFAULT_TAG, TAG_PATTERN, InputSpec, RawRecord, iter_file
 from jarvis.render import SpecialTokenPolicy
-from jarvis.schemas import Record
+from jarvis.schemas import Record, record_key
 from jarvis.splits import unit_key
 
 # --- pass 1 --------------------------------------------------------------------------------
@@ -196,11 +196,6 @@ class RowRenderer:
         return repr(self.tokenizer.decode(list(ids)))
 
 
-def _canonical(record: Mapping[str, Any]) -> bytes:
-    """The content key's bytes: sorted-key JSON without nulls (an explicit null = absent)."""
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-
-
 def _h64(data: bytes) -> int:
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
@@ -276,9 +271,6 @@ class _RecordWork:
         self.checks = contract.spec.checks
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
 
-    def __call__(self, raw: RawRecord) -> _Outcome:
-        return self.chunk([raw])[0]
-
     def chunk(self, raws: Sequence[RawRecord]) -> list[_Outcome]:
         """Each record's outcome, in order; the token checks of the chunk run batched."""
         outs: list[_Outcome] = []
@@ -307,10 +299,8 @@ class _RecordWork:
             ), None
         try:
             model = self.contract.validate(raw.value)
-            record = model.model_dump(mode="json", exclude_none=True)
-            digest = hashlib.sha256(_canonical(record)).digest()
+            record, digest, rid = record_key(model)
             explicit = getattr(model, "id", None) if self.has_id else None
-            rid = explicit if isinstance(explicit, str) else digest.hex()[:16]
             row, target, messages = self.renderer.render(model, rid)
         except RecordError as exc:
             return _Outcome(error=str(exc)), None

@@ -12,7 +12,7 @@ import orjson
 
 from jarvis.contract import Contract
 from jarvis.dataset.plan import _Plan, _share
-from jarvis.dataset.recipe import RECORDS, Recipe
+from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.records import RowRenderer, _prefix_error, _Spill, _State
 from jarvis.errors import (
     TokenizationError,
@@ -152,23 +152,3 @@ def _retrieve_rows(
         "splits": splits,
     }
     return rows, info
-
-
-def _rag_shares(tmp: Path, contract: Contract) -> dict[str, float] | None:
-    """Caller-provided RAG blocks: the share of each split's records that carry one."""
-    field = contract.rag_field
-    if field is None:
-        return None
-    # Sorted-key JSON: `"retrieved":[{` only appears for a non-empty list (a string value
-    # would hold `\"`, never a bare quote).
-    needle = b'"%s":[{' % field.encode()
-    counts = [0] * len(SPLITS)
-    totals = [0] * len(SPLITS)
-    index = {name.encode(): s for s, name in enumerate(SPLITS)}
-    with (tmp / RECORDS).open("rb") as fh:
-        for line in fh:
-            split = line[line.index(b'"split":"') + 9 :].split(b'"', 1)[0]
-            s = index[split]
-            totals[s] += 1
-            counts[s] += needle in line
-    return {name: _share(counts[s], totals[s]) for s, name in enumerate(SPLITS) if totals[s]}

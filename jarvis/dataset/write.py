@@ -36,15 +36,21 @@ class _Writer:
 
 
 def _pass_two(
-    tmp: Path, spill: _Spill, plan: _Plan, rag: _RagRows | None
-) -> dict[str, dict[str, Any]]:
+    tmp: Path, spill: _Spill, plan: _Plan, rag: _RagRows | None, rag_field: str | None
+) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """Write the split files and records.jsonl.
+
+    Returns:
+        The files written (sha256, rows) and, per split, how many records carry a non-empty
+        `rag_field` (the RAG block), counted as they are written.
+    """
     writers = [
         _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
         for s, name in enumerate(SPLITS)
     ]
     records = _Writer(tmp / RECORDS)
     try:
-        return _write_splits(spill, plan, writers, records, rag)
+        return _write_splits(spill, plan, writers, records, rag, rag_field)
     except BaseException:
         with contextlib.suppress(OSError):
             _close_all([w.fh for w in [*writers, records] if w is not None])
@@ -57,9 +63,14 @@ def _write_splits(
     writers: list[_Writer | None],
     records: _Writer,
     rag: _RagRows | None,
-) -> dict[str, dict[str, Any]]:
+    rag_field: str | None,
+) -> tuple[dict[str, dict[str, Any]], list[int]]:
     split_json = [b'"%s"' % name.encode() for name in SPLITS]
     split_of = plan.split_of
+    # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
+    # value every quote is escaped, so it cannot match there).
+    needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
+    with_block = [0] * len(SPLITS)
     for lines in spill.buckets():
         for line in lines:
             unit = int(line[16:24], 16)
@@ -78,9 +89,11 @@ def _write_splits(
                     b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n'
                     % (rid, split_json[s], tag, record)
                 )
+                if needle is not None and needle in record:
+                    with_block[s] += 1
             writer = writers[s]
             assert writer is not None
             writer.write(row + b"\n")
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
-    return files
+    return files, with_block

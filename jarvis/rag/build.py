@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from jarvis.contract import Contract
 from jarvis.errors import InputError, RecordError
 from jarvis.inputs import InputSpec, expand, iter_file
 from jarvis.rag.retrieve import exemplar_of
 from jarvis.rag.store import StoredExemplar
-from jarvis.schemas import Record
-
-
-def record_id(model: Record) -> str:
-    """A record's id: its own `id`, else 16 hex of its content hash (as render-dataset)."""
-    explicit = getattr(model, "id", None)
-    if isinstance(explicit, str):
-        return explicit
-    record = model.model_dump(mode="json", exclude_none=True)
-    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+from jarvis.schemas import record_key
 
 
 @dataclass
@@ -60,8 +48,8 @@ def read_exemplars(contract: Contract, inputs: Sequence[str]) -> Harvest:
                 except RecordError as exc:
                     raise InputError(f"{where}: {exc}") from exc
                 out.records += 1
-                dumped = model.model_dump(mode="json", exclude_none=True)
-                exemplar = exemplar_of(contract, record_id(model), dumped)
+                dumped, _, rid = record_key(model)  # the id render-dataset gives it
+                exemplar = exemplar_of(contract, rid, dumped)
                 if exemplar is None:
                     out.skipped += 1
                 else:

@@ -150,10 +150,6 @@ class ExemplarStore:
             )
         return rows
 
-    def refresh(self) -> None:
-        """Re-read the meta after another process added exemplars."""
-        self._meta = self._read_meta()
-
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()

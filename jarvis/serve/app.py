@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from jarvis.engine import Reply, ReplyEngine, request_messages
+from jarvis.engine import Reply, ReplyEngine
 from jarvis.errors import JarvisError, PromptTooLongError, RecordError
 from jarvis.serve.api import HTTPProblem, Options, chat_record, reply_record
 from jarvis.serve.scheduler import Job, QueueFullError, Scheduler
@@ -170,14 +170,10 @@ class Server:
         """Render through the contract, check the length, queue the job."""
         engine = self.engine
         try:
-            messages = request_messages(
-                engine.contract, record, tokenizer=engine.tokenizer, exemplars=engine.exemplars
-            )
-        except RecordError as exc:
+            # The engine's own path: the contract, the exemplar store, the tokenizer's template.
+            tokens = engine.prompt_tokens(record)
+        except RecordError as exc:  # the request's fault; a store failure is the server's (500)
             raise HTTPProblem(422, str(exc), exc.field) from exc
-        except JarvisError as exc:
-            raise HTTPProblem(422, str(exc)) from exc
-        tokens = engine._tokens(messages)
         gen = engine.contract.spec.generation
         limit = gen.max_tokens if options.max_tokens is None else options.max_tokens
         try:
@@ -193,11 +189,8 @@ class Server:
             loop=loop,
             events=asyncio.Queue(),
             stream=options.stream,
+            seed=options.seed,
         )
-        if options.seed is not None:
-            import mlx.core as mx
-
-            mx.random.seed(options.seed)  # exact for a request that runs alone
         try:
             self.scheduler.submit(job)
         except QueueFullError as exc:

@@ -20,6 +20,26 @@ from jarvis.checks import run_checks
 from jarvis.engine import Reply, ReplyEngine, _find_stop, _held_back
 
 
+def _seeded_sampler(temperature: float, top_p: float, seed: int) -> Any:
+    """mlx-lm's temperature/top-p sampling, drawing from a random key of this request's own.
+
+    BatchGenerator calls each request's sampler on its own row, so a seeded request gives
+    the same reply whatever else is in the batch (mlx's global generator would be shared).
+    """
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_top_p
+
+    state = [mx.random.key(seed)]
+
+    def sample(logprobs: Any) -> Any:
+        state[0], key = mx.random.split(state[0])
+        if 0 < top_p < 1:
+            logprobs = apply_top_p(logprobs, top_p)
+        return mx.random.categorical(logprobs * (1.0 / temperature), key=key)
+
+    return sample
+
+
 class QueueFullError(Exception):
     """The bounded queue of waiting and running requests is full (HTTP 429)."""
 
@@ -42,6 +62,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[tuple[str, Any]]
     stream: bool = False  # send ("text", piece) events as text is released
+    seed: int | None = None  # sampling from its own random key: the same reply in any batch
     created: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
     uid: int = -1
@@ -157,7 +178,10 @@ class Scheduler:
             cached, cache = self.engine.prefix_cache_for(job.tokens)
             job.cached = cached
             job.started = time.perf_counter()
-            sampler = make_sampler(temp=job.temperature, top_p=job.top_p)
+            if job.seed is not None and job.temperature > 0:
+                sampler = _seeded_sampler(job.temperature, job.top_p, job.seed)
+            else:
+                sampler = make_sampler(temp=job.temperature, top_p=job.top_p)
             [job.uid] = gen.insert(
                 [job.tokens[cached:]],
                 max_tokens=[job.max_tokens],

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
+from jarvis.contract import load_contract
 from jarvis.errors import (
     DatasetError,
     InputError,
@@ -570,19 +571,23 @@ def test_read_records_names_a_bad_line(tmp_path: Path) -> None:
         read_records(tmp_path)
 
 
-def test_default_jobs_follow_input_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jarvis.dataset.pipeline import _PARALLEL_BYTES, _jobs
-    from jarvis.inputs import InputSpec
+def test_default_jobs_follow_measured_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jarvis.dataset.records import Workers
 
-    small = tmp_path / "small.jsonl"
-    small.write_bytes(b"x" * 100)
-    big = tmp_path / "big.jsonl"
-    big.write_bytes(b"x" * _PARALLEL_BYTES)
-    spec = InputSpec.parse(str(small))
-    monkeypatch.setattr("os.cpu_count", lambda: 12)
-    assert _jobs(None, [(spec, small)]) == 1  # workers cost a second to start
-    assert _jobs(None, [(spec, small), (spec, big)]) == 8  # one per CPU, at most 8
-    assert _jobs(3, [(spec, small)]) == 3 and _jobs(0, [(spec, big)]) == 1
+    monkeypatch.setattr("jarvis.dataset.records.cpus", lambda: 12)
+    contract = load_contract("reply@1")
+
+    def workers(jobs: int | None) -> Workers:
+        return Workers(recipe(tmp_path), contract, None, None, jobs, 1.0, 100 << 20)  # type: ignore[arg-type]
+
+    auto = workers(None)
+    assert auto._want_pool() == 0  # nothing measured yet: start in this process
+    auto.done_bytes = auto.seen_bytes = 2 << 20
+    auto.busy = 0.1  # 50 ms a MB: 98 MB left take ~4.9 s, 8 workers save ~4.3 s > 2 x 1.4 s
+    assert auto._want_pool() == 8  # one per CPU, at most 8
+    auto.busy = 0.02  # ~1 s left: starting workers costs more than it saves
+    assert auto._want_pool() == 0
+    assert workers(3)._want_pool() == 3 and workers(1)._want_pool() == 0
 
 
 def test_a_records_own_tag_counts_for_ratios_and_low_compliance_is_a_warning(

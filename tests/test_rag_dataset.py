@@ -430,8 +430,14 @@ def test_batched_tokens_fall_back_on_any_difference(tmp_path: Path) -> None:
 
     tok = make_tokenizer(tmp_path / "tok")
     contract = load_contract("reply@1")
-    renderer = RowRenderer(contract, Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok)))
-    renderer.fast = Skewed(renderer.fast)
-    items = _rendered(renderer, _lines(EXAMPLES)[:40])
-    assert renderer.tokens_many(items) == [renderer.tokens(m, row) for m, row in items]
-    assert not renderer.batched  # and it stays on the exact path
+    for by_pieces in (True, False):
+        recipe = Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok))
+        renderer = RowRenderer(contract, recipe)
+        assert renderer.segments is not None  # the ChatML tokenizer splits at its tokens
+        if by_pieces:
+            renderer.segments.batch = Skewed(renderer.fast).encode_batch
+        else:
+            renderer.segments, renderer.fast = None, Skewed(renderer.fast)
+        items = _rendered(renderer, _lines(EXAMPLES)[:40])
+        assert renderer.tokens_many(items) == [renderer.tokens(m, row) for m, row in items]
+        assert not renderer.batched  # and it stays on the exact path

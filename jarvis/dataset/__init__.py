@@ -36,7 +36,7 @@ from jarvis.dataset.recipe import (
     Recipe,
     parse_assignments,
 )
-from jarvis.dataset.records import RowRenderer
+from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.retrieval import EXEMPLARS
 
 __all__ = [

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import sys
-from concurrent.futures import Executor, ProcessPoolExecutor
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,8 +15,11 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
 from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
-from jarvis.dataset.records import RowRenderer, _init_worker, _pass_one, _Spill, _State
+from jarvis.dataset.records import Workers, _pass_one, _State
 from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
+from jarvis.dataset.row import RowRenderer
+from jarvis.dataset.scan import Scanner
+from jarvis.dataset.spill import Spill, bucket_count
 from jarvis.dataset.write import _pass_two
 from jarvis.errors import (
     InputError,
@@ -58,19 +60,6 @@ def _collect_files(recipe: Recipe, contract: Contract) -> list[tuple[InputSpec, 
     return files
 
 
-_PARALLEL_BYTES = 4 << 20
-_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _jobs(jobs: int | None, files: list[tuple[InputSpec, Path]]) -> int:
-    """The number of worker processes: as asked, or by input size and CPU count."""
-    if jobs is not None:
-        return max(1, jobs)
-    # Starting spawned workers costs about a second: only worth it for larger inputs.
-    size = sum(path.stat().st_size for _, path in files)
-    return min(os.cpu_count() or 1, 8) if size >= _PARALLEL_BYTES else 1
-
-
 def render_dataset(
     recipe: Recipe,
     out: Path,
@@ -89,10 +78,12 @@ def render_dataset(
         force: replace an existing `out`.
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         progress: show a progress bar on stderr when it is a terminal.
-        jobs: worker processes for validating, rendering and tokenizing; default 1 (none,
-            so a plain script needs no `if __name__ == "__main__":` guard); "auto" (the CLI's
-            default): one per CPU (at most 8) for inputs of 4 MB or more. Workers need the
-            guard in a calling script. The output is byte-identical whatever the number.
+        jobs: worker processes for reading, validating, rendering and tokenizing; default 1
+            (none, so a plain script needs no `if __name__ == "__main__":` guard); "auto"
+            (the CLI's default): one per CPU (at most 8) once the first megabytes, timed
+            here, show the rest of the input would take over twice what starting them
+            costs. Workers need the guard in a calling script. The output is
+            byte-identical whatever the number.
 
     Returns:
         The manifest written to `out/manifest.json`.
@@ -105,32 +96,28 @@ def render_dataset(
         TokenizationError: a row over `--max-seq-length`, or a prompt that is not a token
             prefix of its row.
     """
+    started = time.perf_counter()
     contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
     files = _collect_files(recipe, contract)
     renderer = RowRenderer(contract, recipe)
+    startup = time.perf_counter() - started  # what a worker pays again before its first task
     data = [s.path for s in recipe.input_specs()]
     reads: list[str | os.PathLike[str]] = [
         contract.root,
         *([recipe.tokenizer] if recipe.tokenizer is not None else []),
     ]
+    size = sum(path.stat().st_size for _, path in files)
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
-        spill = _Spill(tmp / ".spill")
+        spill = Spill(tmp / ".spill", bucket_count(size))
         bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
-        workers = _jobs(None if jobs == "auto" else jobs, files)
-        executor = None
-        if workers > 1:
-            executor = ProcessPoolExecutor(
-                max_workers=workers,
-                # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
-                # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
-                mp_context=multiprocessing.get_context(_START_METHOD),
-                initializer=_init_worker,
-                initargs=(recipe, str(contract.root)),
-            )
+        writer = spill.writer("main")
+        scanner = Scanner(contract, renderer, recipe, writer)
+        workers = Workers(
+            recipe, contract, scanner, spill, None if jobs == "auto" else max(1, jobs),
+            startup, size,
+        )  # fmt: skip
         try:
-            manifest = _render_into(
-                tmp, recipe, contract, renderer, files, spill, bar, executor, workers
-            )
+            manifest = _render_into(tmp, recipe, contract, renderer, files, spill, bar, workers)
         except JarvisError as exc:
             # The run fails, so `out` keeps its previous content, but the rejects that made
             # it fail must stay readable: they move beside `out`.
@@ -138,6 +125,9 @@ def render_dataset(
             if kept is not None:
                 exc.args = (f"{exc}\n  the rejected records are in {kept}",)
             raise
+        finally:
+            workers.close()
+            writer.close()
     return manifest
 
 
@@ -147,23 +137,20 @@ def _render_into(
     contract: Contract,
     renderer: RowRenderer,
     files: list[tuple[InputSpec, Path]],
-    spill: _Spill,
+    spill: Spill,
     bar: Any,
-    executor: Executor | None,
-    workers: int,
+    workers: Workers,
 ) -> dict[str, Any]:
     """Both passes into the temp folder; returns the manifest written there."""
     from jarvis import __version__
 
     try:
         with (tmp / REJECTS).open("wb") as rejects_out:
-            pool = (executor, workers) if executor is not None else None
-            state = _pass_one(recipe, contract, renderer, files, spill, rejects_out, bar, pool)
+            state = _pass_one(recipe, contract, renderer, files, workers, spill, rejects_out, bar)
         _check_option_tags(recipe, set(state.tags))
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-        spill.close()
+        workers.close()  # the workers' spill files are complete once they exit
+        workers.scanner.spill.close()
         if bar is not None:
             bar.render_finish()
     _check_rejects(recipe, state)

@@ -13,7 +13,9 @@ import orjson
 from jarvis.contract import Contract
 from jarvis.dataset.plan import _Plan, _share
 from jarvis.dataset.recipe import Recipe
-from jarvis.dataset.records import RowRenderer, _prefix_error, _Spill, _State
+from jarvis.dataset.records import _State
+from jarvis.dataset.row import RowRenderer, prefix_error
+from jarvis.dataset.spill import Spill
 from jarvis.errors import (
     TokenizationError,
 )
@@ -55,7 +57,7 @@ def _retrieve_rows(
     recipe: Recipe,
     contract: Contract,
     renderer: RowRenderer,
-    spill: _Spill,
+    spill: Spill,
     state: _State,
     plan: _Plan,
 ) -> tuple[_RagRows, dict[str, Any]]:
@@ -71,11 +73,10 @@ def _retrieve_rows(
     spec = contract.retrieval
     assert spec is not None and contract.retrieval_key is not None
     units = []
-    for lines in spill.buckets(keep=True):
-        for line in lines:
-            if line[24:28] == b"0000":
-                _, rid, _, record = line[29:].split(b"\t")
-                units.append((int(line[16:24], 16), orjson.loads(rid), record))
+    for unit, copy, payload in spill.kept(keep=True):
+        if not copy:
+            _, rid, _, record = payload.split(b"\t")
+            units.append((unit, orjson.loads(rid), record))
     items = []
     for unit, rid, record in units:
         if plan.split_of[unit] == TRAIN:
@@ -107,7 +108,7 @@ def _retrieve_rows(
                         f"{len(full)} tokens, more than --max-seq-length {max_len} (raise it, "
                         f"or lower the contract's retrieval.k)"
                     )
-                problem = _prefix_error(renderer, f"record {rid!r}", prompt, full)
+                problem = prefix_error(renderer, f"record {rid!r}", prompt, full)
                 if problem is not None:
                     raise TokenizationError(problem)
                 state.tokens_of[unit] = len(full)

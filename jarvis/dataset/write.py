@@ -9,8 +9,8 @@ from typing import Any
 
 from jarvis.dataset.plan import _Plan
 from jarvis.dataset.recipe import RECORDS
-from jarvis.dataset.records import _close_all, _Spill
 from jarvis.dataset.retrieval import _RagRows
+from jarvis.dataset.spill import Spill, close_all
 from jarvis.splits import SPLITS, TRAIN
 
 # --- pass 2 --------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ class _Writer:
 
 
 def _pass_two(
-    tmp: Path, spill: _Spill, plan: _Plan, rag: _RagRows | None, rag_field: str | None
+    tmp: Path, spill: Spill, plan: _Plan, rag: _RagRows | None, rag_field: str | None
 ) -> tuple[dict[str, dict[str, Any]], list[int]]:
     """Write the split files and records.jsonl.
 
@@ -53,12 +53,12 @@ def _pass_two(
         return _write_splits(spill, plan, writers, records, rag, rag_field)
     except BaseException:
         with contextlib.suppress(OSError):
-            _close_all([w.fh for w in [*writers, records] if w is not None])
+            close_all([w.fh for w in [*writers, records] if w is not None])
         raise
 
 
 def _write_splits(
-    spill: _Spill,
+    spill: Spill,
     plan: _Plan,
     writers: list[_Writer | None],
     records: _Writer,
@@ -71,29 +71,24 @@ def _write_splits(
     # value every quote is escaped, so it cannot match there).
     needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
     with_block = [0] * len(SPLITS)
-    for lines in spill.buckets():
-        for line in lines:
-            unit = int(line[16:24], 16)
-            s = split_of[unit]
-            copy = line[24:28] != b"0000"
-            if copy and s != TRAIN:
-                continue
-            payload = line[29:]
-            if copy:
-                row = payload if rag is None else rag.get(unit)[0]
-            else:
-                row, rid, tag, record = payload.split(b"\t")
-                if rag is not None:
-                    row, record = rag.get(unit)
-                records.write(
-                    b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n'
-                    % (rid, split_json[s], tag, record)
-                )
-                if needle is not None and needle in record:
-                    with_block[s] += 1
-            writer = writers[s]
-            assert writer is not None
-            writer.write(row + b"\n")
+    for unit, copy, payload in spill.kept():
+        s = split_of[unit]
+        if copy and s != TRAIN:
+            continue
+        if copy:
+            row = payload if rag is None else rag.get(unit)[0]
+        else:
+            row, rid, tag, record = payload.split(b"\t")
+            if rag is not None:
+                row, record = rag.get(unit)
+            records.write(
+                b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n' % (rid, split_json[s], tag, record)
+            )
+            if needle is not None and needle in record:
+                with_block[s] += 1
+        writer = writers[s]
+        assert writer is not None
+        writer.write(row + b"\n")
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
     return files, with_block

@@ -1,0 +1,251 @@
+"""Pass 1's hot loop: one task of input records validated, rendered through the contract,
+token-counted, checked, hashed and spilled, in a worker process or in the main one.
+
+A task is a byte range of a JSONL file, read and parsed here (the main process only finds
+line boundaries), or, for gzipped, `.json` and JSON-array files, records the main process
+read. What goes back is compact: a few numbers per record in arrays, and the rare reject or
+error by index. The rows themselves go straight to this process's spill files.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from jarvis.checks import CHECKS
+from jarvis.contract import Contract
+from jarvis.dataset.recipe import Recipe
+from jarvis.dataset.row import RowRenderer, prefix_error
+from jarvis.dataset.spill import SEQ_BITS, SpillWriter
+from jarvis.errors import ContractError, RecordError
+from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
+from jarvis.schemas import record_key
+
+TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of pass-1 work: a byte range of a file, or records already read."""
+
+    index: int
+    path: str
+    shown: str
+    tag: str
+    start: int = 0
+    length: int = 0
+    first_line: int = 1
+    raws: list[RawRecord] | None = None
+
+
+@dataclass(slots=True)
+class Scanned:
+    """One task's results, in input order: arrays by record, the rare cases by index."""
+
+    index: int
+    count: int = 0
+    content: array[int] = field(default_factory=lambda: array("Q"))  # dedup hash
+    key: array[int] = field(default_factory=lambda: array("Q"))  # split ranking key
+    tokens: array[int] = field(default_factory=lambda: array("I"))
+    mask: array[int] = field(default_factory=lambda: array("Q"))  # checks passed
+    lines: array[int] = field(default_factory=lambda: array("I"))
+    spans: array[int] = field(default_factory=lambda: array("Q"))  # offset << 32 | length
+    groups: list[str | None] = field(default_factory=list)
+    tags: dict[int, str] = field(default_factory=dict)  # a record's own first tag
+    ids: dict[int, str] = field(default_factory=dict)  # explicit ids
+    rejects: dict[int, tuple[str, str, bytes | None]] = field(default_factory=dict)
+    token_errors: dict[int, str] = field(default_factory=dict)
+    # A template that failed on a record's data: (index, message); the task stops there.
+    contract_error: tuple[int, str] | None = None
+
+
+def _h64(data: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
+
+
+class Scanner:
+    """Runs tasks for one process: its own contract, renderer and spill files."""
+
+    def __init__(
+        self, contract: Contract, renderer: RowRenderer, recipe: Recipe, spill: SpillWriter
+    ) -> None:
+        self.contract = contract
+        self.renderer = renderer
+        self.spill = spill
+        self.has_id = "id" in contract.schema.model_fields
+        self.has_tags = "tags" in contract.schema.model_fields
+        self.group_field = contract.group_key
+        self.checks = [(CHECKS[name], args or {}) for spec in contract.spec.checks
+                       for name, args in spec.items()]  # fmt: skip
+        self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
+        self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
+        self.seed_bytes = b"%d\x00" % recipe.seed
+        self.repeat = recipe.repeat
+        self.tag_json: dict[str, bytes] = {}
+
+    def scan(self, task: Task, data: bytes | None = None) -> Scanned:
+        """Run one task (`data`: the range's bytes when the caller has them)."""
+        out = Scanned(task.index)
+        pending: list[tuple[int, list[dict[str, str]], bytes]] = []
+        seq0 = task.index << SEQ_BITS
+        own_tags = task.tag == DEFAULT_TAG
+        for i, (line, span, value, raw) in enumerate(self._records(task, data)):
+            out.count += 1
+            out.lines.append(line)
+            out.spans.append(span)
+            if raw is not None:  # not a JSON object: the reader's reason
+                self._reject(out, i, raw.error or "not a record", raw)
+                continue
+            try:
+                done = self._record(out, i, seq0 + i, value, task, own_tags)
+            except ContractError as exc:
+                out.contract_error = (i, f"{task.shown}:{line}: {exc}")
+                break
+            if done is not None and self.count_tokens:
+                pending.append((i, *done))
+        if pending:
+            counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
+            for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
+                out.tokens[i] = len(full)
+                where = f"{task.shown}:{out.lines[i]}"
+                problem = prefix_error(self.renderer, where, prompt, full)
+                if problem is not None:
+                    out.token_errors[i] = problem
+        self.spill.flush()
+        return out
+
+    def _records(
+        self, task: Task, data: bytes | None
+    ) -> Iterator[tuple[int, int, Any, RawRecord | None]]:
+        """(line, span, parsed object, None) per record, or (line, 0, None, raw) for a bad one."""
+        if task.raws is not None:
+            for raw in task.raws:
+                if raw.error is not None or raw.value is None:
+                    yield raw.line, 0, None, raw
+                else:
+                    yield raw.line, 0, raw.value, None
+            return
+        if data is None:
+            with open(task.path, "rb") as fh:
+                fh.seek(task.start)
+                data = fh.read(task.length)
+        line = task.first_line - 1
+        offset = 0
+        loads = orjson.loads
+        for piece in data.split(b"\n"):
+            line += 1
+            start, offset = offset, offset + len(piece) + 1
+            if line == 1 and piece.startswith(_BOM):
+                piece, start = piece[3:], start + 3
+            if piece.endswith(b"\r"):
+                piece = piece[:-1]
+            if not piece.strip(_WS):
+                continue
+            try:
+                value = loads(piece)
+            except orjson.JSONDecodeError:
+                value = None
+            if type(value) is dict:
+                yield line, start << 32 | len(piece), value, None
+            else:  # the exact reason, as the reader words it
+                yield line, 0, None, _parse_object(task.shown, line, piece)
+
+    def _reject(self, out: Scanned, i: int, reason: str, raw: RawRecord) -> None:
+        out.rejects[i] = (reason, raw.text, raw.blob)
+        self._blank(out)
+
+    def _blank(self, out: Scanned) -> None:
+        out.content.append(0)
+        out.key.append(0)
+        out.tokens.append(0)
+        out.mask.append(0)
+        out.groups.append(None)
+
+    def _record(
+        self, out: Scanned, i: int, seq: int, value: dict[str, Any], task: Task, own_tags: bool
+    ) -> tuple[list[dict[str, str]], bytes] | None:
+        """Validate, render, check and spill one record; return (messages, row) to count
+        tokens from, or None when it was rejected."""
+        contract = self.contract
+        if self.retrieved is not None and value.get(self.retrieved) is not None:
+            reason = (
+                f"{self.retrieved}: {contract.ref} retrieves its exemplars itself "
+                f"(leave {self.retrieved!r} out, or use a version without retrieval)"
+            )
+            self._reject_value(out, i, reason, task, value)
+            return None
+        try:
+            model = contract.validate(value)
+            record, digest, rid = record_key(model)
+            row, target, messages = self.renderer.render(model, rid)
+        except RecordError as exc:
+            self._reject_value(out, i, str(exc), task, value)
+            return None
+        own = getattr(model, "tags", None) if self.has_tags else None
+        tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
+        if tag is not None and not TAG_PATTERN.match(tag):
+            self._reject_value(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -", task, value)
+            return None
+        mask = 0
+        for bit, (check, args) in enumerate(self.checks):
+            if check(target, **args)[0]:
+                mask |= 1 << bit
+        if self.has_id:
+            explicit = getattr(model, "id", None)
+            if explicit is not None:
+                out.ids[i] = explicit
+            record["id"] = rid
+        group = getattr(model, self.group_field, None) if self.group_field else None
+        out.groups.append(None if group is None else str(group))
+        if tag is not None:
+            out.tags[i] = tag
+        out.content.append(int.from_bytes(digest[:8], "big"))
+        out.key.append(_h64(self.seed_bytes + b"record\x00" + digest))
+        out.tokens.append(0)
+        out.mask.append(mask)
+        # Records of an untagged input may carry their own tag; a tagged input tags them all.
+        name = tag if own_tags and tag is not None and tag != task.tag else task.tag
+        tag_json = self.tag_json.get(name)
+        if tag_json is None:
+            tag_json = self.tag_json[name] = orjson.dumps(name)
+        record_json = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        seed_bytes = self.seed_bytes
+        spill = self.spill
+        tail = b"%s\t%s\t%s\t%s" % (row, orjson.dumps(rid), tag_json, record_json)
+        spill.add(_h64(seed_bytes + b"shuffle\x00\x00" + digest), seq, 0, tail)
+        for copy in range(1, self.repeat.get(name, 1)):
+            spill.add(_h64(seed_bytes + b"shuffle\x00%d" % copy + digest), seq, copy, row)
+        return messages, row
+
+    def _reject_value(
+        self, out: Scanned, i: int, reason: str, task: Task, value: dict[str, Any]
+    ) -> None:
+        # The verbatim text is re-read by the main process from the span (or its raws).
+        out.rejects[i] = (reason, "", None)
+        self._blank(out)
+
+
+def raw_text(task: Task, out: Scanned, i: int, data: bytes | None = None) -> tuple[str, str | None]:
+    """A record's verbatim text (and base64 of its bytes when not UTF-8), for rejects.jsonl."""
+    reason, text, blob = out.rejects.get(i, ("", "", None))
+    if text or blob is not None:
+        return text, base64.b64encode(blob).decode("ascii") if blob is not None else None
+    if task.raws is not None:
+        raw = task.raws[i]
+        b64 = base64.b64encode(raw.blob).decode("ascii") if raw.blob is not None else None
+        return raw.text, b64
+    span = out.spans[i]
+    start, length = task.start + (span >> 32), span & 0xFFFFFFFF
+    if data is not None:
+        piece = data[span >> 32 : (span >> 32) + length]
+    else:
+        with open(task.path, "rb") as fh:
+            fh.seek(start)
+            piece = fh.read(length)
+    return piece.decode("utf-8"), None

@@ -1,0 +1,100 @@
+"""Shuffle buckets on disk: every rendered row, written once by whichever process rendered it.
+
+A line is `<shuffle hash:16 hex><seq:12 hex><copy:4 hex>\\t<payload>`. The bucket is the top
+bits of the hash, so reading the buckets in order, each sorted, gives every line in hash
+order. `seq` is the record's place in the input (task number, index in the task): the main
+process maps it to a unit (a kept record) or drops it (a duplicate, a record it rejected), so
+workers can spill before the main process has decided.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+SEQ_BITS = 24  # records per task, at most (a task is about a megabyte of input)
+_MIN_BUCKETS, _MAX_BUCKETS = 32, 256
+# Spilled lines (row, record, keys) take about three times the input's bytes.
+_SPILL_PER_INPUT_BYTE = 3
+
+
+def bucket_count(input_bytes: int) -> int:
+    """Buckets for an input of this size: each about 8 MB, in memory one at a time."""
+    n = _MIN_BUCKETS
+    while n < _MAX_BUCKETS and input_bytes * _SPILL_PER_INPUT_BYTE / n > 8 << 20:
+        n *= 2
+    return n
+
+
+def close_all(files: Sequence[IO[bytes]]) -> None:
+    """Close every file even when one fails (a full disk fails the flush); raise the first."""
+    first: OSError | None = None
+    for fh in files:
+        try:
+            fh.close()
+        except OSError as exc:
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+class SpillWriter:
+    """One process's set of bucket files."""
+
+    def __init__(self, folder: Path, buckets: int) -> None:
+        folder.mkdir(parents=True)
+        self.shift = 64 - (buckets.bit_length() - 1)
+        self.files: list[IO[bytes]] = [
+            (folder / f"{i:03d}").open("wb", buffering=1 << 16) for i in range(buckets)
+        ]
+
+    def add(self, shuffle: int, seq: int, copy: int, payload: bytes) -> None:
+        self.files[shuffle >> self.shift].write(b"%016x%012x%04x\t%s\n" % (shuffle, seq, copy, payload))
+
+    def flush(self) -> None:
+        for fh in self.files:
+            fh.flush()
+
+    def close(self) -> None:
+        close_all(self.files)
+
+
+class Spill:
+    """The spill folder: one `SpillWriter` per process, read back merged by bucket."""
+
+    def __init__(self, folder: Path, buckets: int) -> None:
+        folder.mkdir()
+        self.folder = folder
+        self.buckets_n = buckets
+        # seq -> unit, one array per task (-1: not kept), filled by the main process.
+        self.units: list[array[int]] = []
+
+    def writer(self, name: str) -> SpillWriter:
+        return SpillWriter(self.folder / name, self.buckets_n)
+
+    def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
+        """Yield each bucket's lines of kept records, sorted, in hash order."""
+        sets = sorted(p for p in self.folder.iterdir() if p.is_dir())
+        for i in range(self.buckets_n):
+            lines: list[bytes] = []
+            for folder in sets:
+                path = folder / f"{i:03d}"
+                if path.exists():
+                    lines += path.read_bytes().splitlines()
+                    if not keep:
+                        path.unlink()
+            lines.sort()
+            yield lines
+
+    def kept(self, *, keep: bool = False) -> Iterator[tuple[int, bool, bytes]]:
+        """Yield (unit, is a repeat copy, payload) of every kept line, in shuffle order."""
+        units = self.units
+        mask = (1 << SEQ_BITS) - 1
+        for lines in self.buckets(keep=keep):
+            for line in lines:
+                seq = int(line[16:28], 16)
+                unit = units[seq >> SEQ_BITS][seq & mask]
+                if unit >= 0:
+                    yield unit, line[28:32] != b"0000", line[33:]

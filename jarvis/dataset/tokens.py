@@ -1,0 +1,187 @@
+"""Token counts for many rows at once, exactly as mlx-lm would compute them one by one.
+
+Two shortcuts, each proven for the tokenizer at hand before it is used, else not taken:
+
+- `ChatSkeleton`: the chat template's text around each message's content, found by rendering
+  the template once with marker contents. It stands in for a render per row only when the
+  template treats content as opaque text: a traced render shows no test, method, length or
+  comparison on any content, and the markers (quotes, backslash, `<`, `&`, newlines, edge
+  spaces, both cases) come out verbatim, so no filter touched them. Control flow then
+  depends only on the roles and flags, the same for every row of one role sequence.
+- `SegmentEncoder`: the fast tokenizer splits text at its added tokens before normalizing
+  and pre-tokenizing, so a text's ids are the concatenation of its pieces' ids. Pieces
+  repeat (the system prompt, the role headers, the user turn shared by the prompt and the
+  row), so each distinct piece is encoded once, in one Rust batch. Used only when no added
+  token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`).
+
+`RowRenderer.tokens_many` also compares its first rows with the one-by-one path and falls
+back for good on any difference.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# Every transform a template might apply to content (trim, case, escaping, JSON) changes one
+# of these characters, so a marker that survives verbatim was output as it is.
+_MARK = " \n\"'\\<&>%%{}Jx%d\t "
+_CACHE_LIMIT = 1 << 16  # distinct pieces kept between batches (the hot ones come back at once)
+
+
+class _Traced(str):
+    """A content string that records every operation a template performs on it."""
+
+    __slots__ = ()
+    touched: list[str] = []
+
+    def __str__(self) -> str:  # output: fine
+        return str.__str__(self)
+
+    def __add__(self, other: str) -> _Traced:  # concatenation keeps tracing
+        return _Traced(str.__add__(str.__str__(self), other))
+
+    def __radd__(self, other: str) -> _Traced:
+        return _Traced(str.__add__(other, str.__str__(self)))
+
+
+def _traced_method(name: str) -> Callable[..., Any]:
+    method = getattr(str, name)
+
+    def call(self: str, *args: Any, **kwargs: Any) -> Any:
+        _Traced.touched.append(name)
+        return method(str.__str__(self), *args, **kwargs)
+
+    return call
+
+
+_UNTRACED = {"__str__", "__add__", "__radd__", "__new__", "__init__", "__getattribute__",
+             "__setattr__", "__delattr__", "__class__", "__init_subclass__", "__subclasshook__",
+             "__reduce__", "__reduce_ex__", "__getnewargs__", "__sizeof__", "__dir__",
+             "__doc__", "__getstate__"}  # fmt: skip
+for _name in dir(str):
+    if _name not in _UNTRACED and callable(getattr(str, _name)):
+        setattr(_Traced, _name, _traced_method(_name))
+_Traced.__bool__ = _traced_method("__len__")  # type: ignore[attr-defined]
+
+
+class ChatSkeleton:
+    """The template's text around the contents of one role sequence."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+
+    def render(self, contents: Sequence[str]) -> str:
+        """The template's output for messages with these contents."""
+        out = [self.pieces[0]]
+        for content, piece in zip(contents, self.pieces[1:], strict=True):
+            out += (content, piece)
+        return "".join(out)
+
+    @classmethod
+    def probe(
+        cls, tokenizer: Any, roles: tuple[str, ...], *, generation: bool, thinking: bool
+    ) -> ChatSkeleton | None:
+        """The skeleton for `roles`, or None when the template's output depends on content."""
+        from jarvis.chat import apply_chat_template
+
+        marks = [_MARK % i for i in range(len(roles))]
+        messages = [{"role": r, "content": m} for r, m in zip(roles, marks, strict=True)]
+        try:
+            text = str(
+                apply_chat_template(
+                    tokenizer, messages, add_generation_prompt=generation, enable_thinking=thinking
+                )
+            )
+            traced = _traced_render(tokenizer, messages, generation, thinking)
+        except Exception:  # any failure here only means: no shortcut
+            return None
+        if traced != text:
+            return None
+        pieces, rest = [], text
+        for mark in marks:
+            if rest.count(mark) != 1:
+                return None
+            head, rest = rest.split(mark)
+            pieces.append(head)
+        pieces.append(rest)
+        skeleton = cls(pieces)
+        # A second probe with other contents (empty, reasoning markers) must agree too.
+        for other in ("", "</think>a", "<think>\n"):
+            check = [{"role": r, "content": other} for r in roles]
+            want = apply_chat_template(
+                tokenizer, check, add_generation_prompt=generation, enable_thinking=thinking
+            )
+            if skeleton.render([other] * len(roles)) != str(want):
+                return None
+        return skeleton
+
+
+def _traced_render(
+    tokenizer: Any, messages: list[dict[str, str]], generation: bool, thinking: bool
+) -> str | None:
+    """Render through transformers' own compiled template with traced contents; None if the
+    template touched any content (or transformers has no such internals)."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    template = _compile_jinja_template(tokenizer.get_chat_template())
+    traced = [{"role": m["role"], "content": _Traced(m["content"])} for m in messages]
+    kwargs = {**tokenizer.special_tokens_map, "enable_thinking": thinking}
+    _Traced.touched = []
+    text = template.render(
+        messages=traced, tools=None, documents=None, add_generation_prompt=generation, **kwargs
+    )
+    return None if _Traced.touched else str(text)
+
+
+class SegmentEncoder:
+    """Encode texts through a fast tokenizer piece by piece between added tokens, each
+    distinct piece once."""
+
+    def __init__(self, fast: Any, added: dict[str, int]) -> None:
+        self.fast = fast
+        self.added = added
+        # Longest first: at one position the regex takes the longest token, as tokenizers does.
+        tokens = sorted(added, key=lambda t: (-len(t), t))
+        self.split = re.compile("(%s)" % "|".join(map(re.escape, tokens))).split
+        self.cache: dict[str, list[int]] = {}
+        self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
+
+    @classmethod
+    def for_tokenizer(cls, fast: Any) -> SegmentEncoder | None:
+        """The encoder, or None when an added token could strip or merge across a split."""
+        try:
+            decoder = fast.get_added_tokens_decoder()
+        except AttributeError:
+            return None
+        added: dict[str, int] = {}
+        for token_id, token in decoder.items():
+            if token.lstrip or token.rstrip or token.single_word:
+                return None
+            if not token.normalized and token.content:
+                added[str(token.content)] = int(token_id)
+        return cls(fast, added) if added else None
+
+    def encode_many(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids, as `encode(text, add_special_tokens=False)` gives them."""
+        pieces = [self.split(t) for t in texts]
+        cache = self.cache
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        missing = {seg: None for parts in pieces for seg in parts[::2] if seg and seg not in cache}
+        if missing:
+            todo = list(missing)
+            for seg, enc in zip(todo, self.batch(todo, add_special_tokens=False), strict=True):
+                cache[seg] = enc.ids
+        added = self.added
+        out: list[list[int]] = []
+        for parts in pieces:
+            ids: list[int] = []
+            for i, part in enumerate(parts):
+                if i & 1:
+                    ids.append(added[part])
+                elif part:
+                    ids += cache[part]
+            out.append(ids)
+        return out

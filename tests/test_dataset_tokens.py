@@ -1,0 +1,104 @@
+"""The two token-count shortcuts: each proven for the tokenizer at hand, or not taken."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jarvis.chat import apply_chat_template, load_tokenizer
+from jarvis.dataset.tokens import ChatSkeleton, SegmentEncoder
+from tokenizer_fixture import CHATML, make_tokenizer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "templates"
+ROLES = ("system", "user", "assistant")
+
+
+@pytest.fixture(scope="module")
+def chatml(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return load_tokenizer(make_tokenizer(tmp_path_factory.mktemp("tok"), added=("<think>",)))
+
+
+def _with_template(tmp: Path, template: str) -> object:
+    return load_tokenizer(make_tokenizer(tmp, template=template))
+
+
+def test_a_content_opaque_template_gets_a_skeleton(chatml: object) -> None:
+    full = ChatSkeleton.probe(chatml, ROLES, generation=False, thinking=False)
+    prompt = ChatSkeleton.probe(chatml, ROLES[:2], generation=True, thinking=False)
+    assert full is not None and prompt is not None
+    assert full.pieces == [
+        "<|im_start|>system\n", "<|im_end|>\n<|im_start|>user\n",
+        "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n",
+    ]  # fmt: skip
+    assert prompt.render(["S", "U"]) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(contents=st.tuples(TEXT, TEXT, TEXT))
+def test_the_skeleton_renders_what_the_template_renders(chatml: object, contents: tuple[str, ...]) -> None:
+    skeleton = ChatSkeleton.probe(chatml, ROLES, generation=False, thinking=False)
+    assert skeleton is not None
+    messages = [{"role": r, "content": c} for r, c in zip(ROLES, contents, strict=True)]
+    assert skeleton.render(contents) == apply_chat_template(
+        chatml, messages, add_generation_prompt=False, enable_thinking=False
+    )
+
+
+@pytest.mark.parametrize(
+    "why, content",
+    [
+        ("trims", "{{ message['content'] | trim }}"),
+        ("tests a substring", "{% if '</think>' in message['content'] %}R{% endif %}{{ message['content'] }}"),
+        ("calls a method", "{{ message['content'].split('x')[0] }}"),
+        ("branches on emptiness", "{% if message['content'] %}{{ message['content'] }}{% endif %}"),
+        ("escapes as JSON", "{{ message['content'] | tojson }}"),
+        ("changes case", "{{ message['content'] | upper }}"),
+        ("tests a concatenation", "{% set c = 'x' + message['content'] %}{% if c.startswith('xa') %}A{% endif %}{{ c }}"),
+    ],
+)
+def test_a_template_that_looks_at_content_gets_none(tmp_path: Path, why: str, content: str) -> None:
+    template = CHATML.replace("message['content'] + '<|im_end|>'", "'<|im_end|>'").replace(
+        "{{ '<|im_start|>' + message['role'] + '\\n' + ", "{{ '<|im_start|>' + message['role'] + '\\n' }}" + content + "{{ "
+    )
+    tok = _with_template(tmp_path, template)
+    assert ChatSkeleton.probe(tok, ROLES, generation=False, thinking=False) is None, why
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama-3.1-instruct"])
+def test_vendor_templates_that_read_content_get_none(tmp_path: Path, name: str) -> None:
+    # Qwen3 looks for </think> and <tool_response> in content; Llama 3.1 trims it.
+    tok = _with_template(tmp_path, (FIXTURES / f"{name}.jinja").read_text())
+    assert ChatSkeleton.probe(tok, ROLES, generation=False, thinking=False) is None
+
+
+def test_qwen25_vendor_template_gets_a_skeleton(tmp_path: Path) -> None:
+    tok = _with_template(tmp_path, (FIXTURES / "qwen2.5-instruct.jinja").read_text())
+    skeleton = ChatSkeleton.probe(tok, ROLES, generation=False, thinking=False)
+    assert skeleton is not None and skeleton.pieces[0] == "<|im_start|>system\n"
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=st.lists(st.one_of(TEXT, st.sampled_from(["<|im_start|>", "<|im_end|>", "<think>", "\n", " "])), max_size=12))
+def test_pieces_encode_as_the_whole_text(chatml: object, parts: list[str]) -> None:
+    fast = chatml._tokenizer  # type: ignore[attr-defined]
+    encoder = SegmentEncoder.for_tokenizer(fast)
+    assert encoder is not None
+    text = "".join(parts)
+    want = fast.encode(text, add_special_tokens=False).ids
+    assert encoder.encode_many([text, text]) == [want, want]
+
+
+def test_a_token_that_strips_its_neighbours_disables_pieces(tmp_path: Path) -> None:
+    from tokenizers import AddedToken, Tokenizer
+
+    folder = make_tokenizer(tmp_path / "tok")
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert SegmentEncoder.for_tokenizer(tok) is not None
+    tok.add_special_tokens([AddedToken("<mask>", lstrip=True)])
+    assert SegmentEncoder.for_tokenizer(tok) is None

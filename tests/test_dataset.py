@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
 from jarvis.contract import load_contract
+from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
 from jarvis.errors import (
     DatasetError,
     InputError,
@@ -581,13 +581,13 @@ def test_default_jobs_follow_measured_cost(tmp_path: Path, monkeypatch: pytest.M
         return Workers(recipe(tmp_path), contract, None, None, jobs, 1.0, 100 << 20)  # type: ignore[arg-type]
 
     auto = workers(None)
-    assert auto._want_pool() == 0  # nothing measured yet: start in this process
+    assert auto._want_pool() == 1  # nothing measured yet: this process alone
     auto.done_bytes = auto.seen_bytes = 2 << 20
-    auto.busy = 0.1  # 50 ms a MB: 98 MB left take ~4.9 s, 8 workers save ~4.3 s > 2 x 1.4 s
+    auto.busy = 0.1  # 50 ms a MB: 98 MB left take ~4.9 s, 8 processes save ~4.3 s > 1.4 s
     assert auto._want_pool() == 8  # one per CPU, at most 8
-    auto.busy = 0.02  # ~1 s left: starting workers costs more than it saves
-    assert auto._want_pool() == 0
-    assert workers(3)._want_pool() == 3 and workers(1)._want_pool() == 0
+    auto.busy = 0.02  # ~1 s left: a worker costs more to start than it saves
+    assert auto._want_pool() == 1
+    assert workers(3)._want_pool() == 3 and workers(1)._want_pool() == 1
 
 
 def test_a_records_own_tag_counts_for_ratios_and_low_compliance_is_a_warning(
@@ -626,3 +626,71 @@ def test_a_records_own_tag_counts_for_ratios_and_low_compliance_is_a_warning(
     )
     for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "o4" / name).read_bytes()
+
+
+def _messy_jsonl(n: int) -> bytes:
+    """JSONL as users have it: a BOM, CRLF ends, blank lines, bad lines, reused ids, non-UTF-8."""
+    lines = [b"\xef\xbb\xbf" + json.dumps(reply(0, thread="t0")).encode() + b"\n"]
+    for i in range(1, n):
+        record = reply(i, thread=f"t{i // 4}", id=f"id-{i % 1700}")
+        line = json.dumps(record, ensure_ascii=i % 2 == 0).encode()
+        if i % 97 == 0:
+            line = line[:-4]  # cut short: invalid JSON
+        elif i % 89 == 0:
+            line = b'{"messages": [], "reply": "x"}'
+        elif i % 83 == 0:
+            line = b'{"messages": [{"sender": "S", "text": "caf\xe9"}], "reply": "x"}'
+        lines.append(line + (b"\r\n" if i % 3 == 0 else b"\n") + (b"\n" if i % 50 == 0 else b""))
+    return b"".join(lines)
+
+
+def test_byte_ranges_read_as_the_line_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tasks of 4 KB: hundreds of range boundaries. The same bytes gzipped take the reader
+    # that yields records one by one; both must give the same rows, rejects and line numbers.
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
+    data = _messy_jsonl(2000)
+    plain = tmp_path / "in.jsonl"
+    plain.write_bytes(data)
+    packed = tmp_path / "zipped" / "in.jsonl.gz"
+    packed.parent.mkdir()
+    packed.write_bytes(gzip.compress(data))
+    outs = {}
+    for name, src, jobs in (("plain", plain, 1), ("plain2", plain, 2), ("gz", packed, 1)):
+        manifest = render_dataset(recipe(src, max_reject_rate=0.5), tmp_path / name, jobs=jobs)
+        outs[name] = {f: (tmp_path / name / f).read_bytes() for f in (*OUT_FILES, "rejects.jsonl")}
+        assert manifest["rejects"] > 0 and manifest["records"]["unique"] > 1000
+    assert outs["plain"] == outs["plain2"]
+    shown = str(plain).encode(), str(packed).encode()
+    assert outs["plain"]["rejects.jsonl"] == outs["gz"]["rejects.jsonl"].replace(shown[1], shown[0])
+    assert {k: v for k, v in outs["plain"].items() if k != "rejects.jsonl"} == {
+        k: v for k, v in outs["gz"].items() if k != "rejects.jsonl"
+    }
+    rejects = [json.loads(line) for line in outs["plain"]["rejects.jsonl"].splitlines()]
+    reasons = {r["reason"].split(":")[0] for r in rejects}
+    assert {"invalid JSON", "messages", "not UTF-8", "id"} <= reasons
+    used = next(r for r in rejects if r["reason"].startswith("id:"))
+    assert json.loads(used["raw"])["id"] in used["reason"]  # the verbatim line, re-read
+
+
+def test_seen_set_agrees_with_a_python_set() -> None:
+    from array import array
+
+    from jarvis.dataset.dedup import SeenSet
+
+    rng = random.Random(3)
+    seen, model, members = SeenSet(), set(), [1]
+    for _ in range(40):  # tasks: check a batch, add what is new, settle
+        batch = [rng.getrandbits(64) if rng.random() < 0.7 else rng.choice(members)
+                 for _ in range(rng.randint(1, 9000))]  # fmt: skip
+        hits = seen.contains_many(array("Q", batch)).tolist()
+        for value, hit in zip(batch, hits, strict=True):
+            assert (hit or seen.pending_has(value)) == (value in model)
+            if value not in model:
+                seen.add(value)
+                model.add(value)
+                members.append(value)
+        seen.settle()
+    assert len(seen.sorted) > 0 and len(seen) == len(model)
+    assert all(v in seen for v in rng.sample(sorted(model), 50)) and 5 not in seen

@@ -33,7 +33,10 @@ def test_a_content_opaque_template_gets_a_skeleton(chatml: object) -> None:
         "<|im_start|>system\n", "<|im_end|>\n<|im_start|>user\n",
         "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n",
     ]  # fmt: skip
-    assert prompt.render(["S", "U"]) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        prompt.render(["S", "U"])
+        == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
@@ -41,7 +44,9 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40
 
 @settings(max_examples=60, deadline=None)
 @given(contents=st.tuples(TEXT, TEXT, TEXT))
-def test_the_skeleton_renders_what_the_template_renders(chatml: object, contents: tuple[str, ...]) -> None:
+def test_the_skeleton_renders_what_the_template_renders(
+    chatml: object, contents: tuple[str, ...]
+) -> None:
     skeleton = ChatSkeleton.probe(chatml, ROLES, generation=False, thinking=False)
     assert skeleton is not None
     messages = [{"role": r, "content": c} for r, c in zip(ROLES, contents, strict=True)]
@@ -54,17 +59,24 @@ def test_the_skeleton_renders_what_the_template_renders(chatml: object, contents
     "why, content",
     [
         ("trims", "{{ message['content'] | trim }}"),
-        ("tests a substring", "{% if '</think>' in message['content'] %}R{% endif %}{{ message['content'] }}"),
+        (
+            "tests a substring",
+            "{% if '</think>' in message['content'] %}R{% endif %}{{ message['content'] }}",
+        ),
         ("calls a method", "{{ message['content'].split('x')[0] }}"),
         ("branches on emptiness", "{% if message['content'] %}{{ message['content'] }}{% endif %}"),
         ("escapes as JSON", "{{ message['content'] | tojson }}"),
         ("changes case", "{{ message['content'] | upper }}"),
-        ("tests a concatenation", "{% set c = 'x' + message['content'] %}{% if c.startswith('xa') %}A{% endif %}{{ c }}"),
+        (
+            "tests a concatenation",
+            "{% set c = 'x' + message['content'] %}{% if c.startswith('xa') %}A{% endif %}{{ c }}",
+        ),
     ],
 )
 def test_a_template_that_looks_at_content_gets_none(tmp_path: Path, why: str, content: str) -> None:
     template = CHATML.replace("message['content'] + '<|im_end|>'", "'<|im_end|>'").replace(
-        "{{ '<|im_start|>' + message['role'] + '\\n' + ", "{{ '<|im_start|>' + message['role'] + '\\n' }}" + content + "{{ "
+        "{{ '<|im_start|>' + message['role'] + '\\n' + ",
+        "{{ '<|im_start|>' + message['role'] + '\\n' }}" + content + "{{ ",
     )
     tok = _with_template(tmp_path, template)
     assert ChatSkeleton.probe(tok, ROLES, generation=False, thinking=False) is None, why
@@ -84,7 +96,12 @@ def test_qwen25_vendor_template_gets_a_skeleton(tmp_path: Path) -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(parts=st.lists(st.one_of(TEXT, st.sampled_from(["<|im_start|>", "<|im_end|>", "<think>", "\n", " "])), max_size=12))
+@given(
+    parts=st.lists(
+        st.one_of(TEXT, st.sampled_from(["<|im_start|>", "<|im_end|>", "<think>", "\n", " "])),
+        max_size=12,
+    )
+)
 def test_pieces_encode_as_the_whole_text(chatml: object, parts: list[str]) -> None:
     fast = chatml._tokenizer  # type: ignore[attr-defined]
     encoder = SegmentEncoder.for_tokenizer(fast)

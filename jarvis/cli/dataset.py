@@ -75,8 +75,9 @@ from jarvis.cli.common import (
     "--jobs",
     "-j",
     type=click.IntRange(min=1),
-    help="Worker processes (default: one per CPU, at most 8, for inputs of 4 MB or more). "
-    "The output is byte-identical whatever the number.",
+    help="Processes doing the work, this one included (default: one per CPU, at most 8, "
+    "once the first megabytes show the input is big enough to pay for them). The output is "
+    "byte-identical whatever the number.",
 )
 @click.option(
     "--quiet",

@@ -36,8 +36,8 @@ from jarvis.dataset.recipe import (
     Recipe,
     parse_assignments,
 )
-from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.retrieval import EXEMPLARS
+from jarvis.dataset.row import RowRenderer
 
 __all__ = [
     "BUCKETS",

@@ -20,7 +20,7 @@ from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import Scanner
 from jarvis.dataset.spill import Spill, bucket_count
-from jarvis.dataset.write import _pass_two
+from jarvis.dataset.write import Maps, _pass_two, serial_buckets
 from jarvis.errors import (
     InputError,
     JarvisError,
@@ -149,8 +149,7 @@ def _render_into(
             state = _pass_one(recipe, contract, renderer, files, workers, spill, rejects_out, bar)
         _check_option_tags(recipe, set(state.tags))
     finally:
-        workers.close()  # the workers' spill files are complete once they exit
-        workers.scanner.spill.close()
+        workers.scanner.spill.close()  # workers flush theirs after every task
         if bar is not None:
             bar.render_finish()
     _check_rejects(recipe, state)
@@ -160,7 +159,12 @@ def _render_into(
     if contract.retrieval is not None:
         rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
     try:
-        written, with_block = _pass_two(tmp, spill, plan, rag, contract.rag_field)
+        maps = Maps(spill.units, plan.split_of)
+        if rag is None:
+            buckets = workers.buckets(spill, maps, contract.rag_field)
+        else:  # rows re-rendered with their exemplars are in this process's temp file
+            buckets = serial_buckets(spill, maps, rag, contract.rag_field)
+        written, with_block = _pass_two(tmp, buckets, plan)
     finally:
         if rag is not None:
             rag.close()

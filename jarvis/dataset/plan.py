@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ class _Plan:
     records: list[list[int]]  # [split][tag] -> unique records
     passed: list[list[int]]  # [split][tag] -> rows passing every check
     per_check: list[list[int]]  # [split][check] -> rows passing that check
-    tokens: list[list[int]]  # [split] -> token count per record (repeats not counted)
+    tokens: list[array[int]]  # [split] -> token count per record (repeats not counted)
 
 
 def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
@@ -37,7 +37,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
     forced_tags = {state.tags.index(t) for t in recipe.train_only}
     # Units: groups first (index = group id), then ungrouped records.
     ngroups = len(state.group_keys)
-    unit_of = array("q", [0]) * n
+    unit_of = array("i", [0]) * n
     keys = array("Q", state.group_keys)
     strata = array("H", [65535]) * ngroups
     sizes = array("I", [0]) * ngroups
@@ -69,7 +69,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         records=[[0] * ntags for _ in SPLITS],
         passed=[[0] * ntags for _ in SPLITS],
         per_check=[[0] * nchecks for _ in SPLITS],
-        tokens=[[] for _ in SPLITS],
+        tokens=[array("I") for _ in SPLITS],
     )
     for r in range(n):
         s = split_of[r]
@@ -91,7 +91,7 @@ def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
-def _token_stats(lengths: list[int]) -> dict[str, float | int]:
+def _token_stats(lengths: Sequence[int]) -> dict[str, float | int]:
     ordered = sorted(lengths)
     p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
     return {

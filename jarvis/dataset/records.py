@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import orjson
 
@@ -26,6 +26,7 @@ from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import TASK_BYTES, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
+from jarvis.dataset.write import Bucket, Maps, bucket_output, serial_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, InputSpec, iter_file
 
@@ -49,7 +50,7 @@ class _State:
 
     tags: list[str]
     tag_of: array[int] = field(default_factory=lambda: array("H"))
-    group_of: array[int] = field(default_factory=lambda: array("q"))
+    group_of: array[int] = field(default_factory=lambda: array("i"))
     key_of: array[int] = field(default_factory=lambda: array("Q"))
     checks_of: array[int] = field(default_factory=lambda: array("Q"))
     tokens_of: array[int] = field(default_factory=lambda: array("I"))
@@ -135,6 +136,8 @@ def _file_tasks(
 # A worker process builds its own contract, renderer and spill files once (Jinja templates
 # and tokenizers do not pickle); each task is answered with its compact `Scanned`.
 _SCANNER: Scanner | None = None
+_SPILL: Spill | None = None
+_MAPS: tuple[Path, Maps] | None = None
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -163,8 +166,9 @@ def _exit_with_parent() -> None:
 
 
 def _init_worker(recipe: Recipe, root: str, spill: Spill) -> None:
-    global _SCANNER
+    global _SCANNER, _SPILL
     _exit_with_parent()
+    _SPILL = spill
     contract = load_contract(recipe.contract, root=root)
     writer = spill.writer(f"w{os.getpid()}")
     _SCANNER = Scanner(contract, RowRenderer(contract, recipe), recipe, writer)
@@ -173,6 +177,14 @@ def _init_worker(recipe: Recipe, root: str, spill: Spill) -> None:
 def _scan_task(task: Task) -> Scanned:
     assert _SCANNER is not None
     return _SCANNER.scan(task)
+
+
+def _bucket_task(i: int, folder: Path, rag_field: str | None) -> Bucket:
+    global _MAPS
+    assert _SPILL is not None
+    if _MAPS is None or _MAPS[0] != folder:
+        _MAPS = folder, Maps.load(folder)
+    return bucket_output(_SPILL.bucket(i), _MAPS[1], None, rag_field)
 
 
 def cpus() -> int:
@@ -184,11 +196,13 @@ def cpus() -> int:
 
 
 class Workers:
-    """Where tasks run: in this process, then in a pool once measured cost says it pays.
+    """Where tasks run: this process, plus `jobs - 1` worker processes when they pay.
 
-    `jobs` None decides by measurement: the first tasks run here and time the work per
-    input byte; a pool starts when the input left would take longer than twice what a
-    worker costs to start (this process's own start-up, measured, plus a spawn).
+    This process scans a task itself whenever the next result in order is not ready, so
+    starting workers costs it no waiting and `jobs` processes scan in all. `jobs` None
+    decides by measurement: the first tasks run here and time the work per input byte;
+    workers start when the input left would take longer than what a worker costs to
+    start (this process's own start-up, measured, plus a spawn).
     """
 
     _SPAWN_SECONDS = 0.4  # a forkserver child, with imports, on a slow machine
@@ -209,16 +223,17 @@ class Workers:
         self.warm = False
         self.busy = 0.0
         self.executor: Executor | None = None
-        self.count = 1
+        self.count = 0  # worker processes
 
     def _want_pool(self) -> int:
+        """How many processes should scan from now on (1: this one alone)."""
         if self.jobs is not None:
-            return self.jobs if self.jobs > 1 else 0
+            return self.jobs
         n = min(cpus(), 8)
         if n < 2 or self.done_bytes < TASK_BYTES // 2:
-            return 0
+            return 1
         left = self.busy / self.done_bytes * (self.total - self.seen_bytes)
-        return n if left * (1 - 1 / n) > 2 * (self.startup + self._SPAWN_SECONDS) else 0
+        return n if left * (1 - 1 / n) > self.startup + self._SPAWN_SECONDS else 1
 
     def _start(self, n: int) -> Executor:
         from concurrent.futures import ProcessPoolExecutor
@@ -233,53 +248,127 @@ class Workers:
             initargs=(self.recipe, str(self.contract.root), self.spill),
         )
 
+    def _here(self, task: Task, data: bytes | None) -> Scanned:
+        t = time.perf_counter()
+        scanned = self.scanner.scan(task, data)
+        size = task.length or sum(len(r.text) + 1 for r in task.raws or ())
+        self.seen_bytes += size
+        if self.warm:  # the first task pays one-off costs (probes, first compiles)
+            self.busy += time.perf_counter() - t
+            self.done_bytes += size
+        self.warm = True
+        return scanned
+
     def results(
         self, tasks: Iterator[tuple[Task, bytes | None]]
-    ) -> Iterator[tuple[Task, bytes | None, Scanned]]:
-        """Yield each task with its result, in task order."""
-        window: deque[tuple[Task, Future[Scanned]]] = deque()
+    ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
+        """Yield each pass-1 task with its result, in task order."""
+        return self._ordered(
+            tasks, lambda t: self._here(*t), lambda t: (_scan_task, t[0]), grow=True, depth=2
+        )
+
+    def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
+        """Every bucket's pass-2 output, in bucket order, formed here and in the workers."""
+        if self.executor is None:
+            yield from serial_buckets(spill, maps, None, rag_field)
+            return
+        folder = maps.save(spill.folder / "maps")
+        numbers = iter(range(spill.buckets_n))
+
+        def here(i: int) -> Bucket:
+            return bucket_output(spill.bucket(i), maps, None, rag_field)
+
+        def remote(i: int) -> tuple[Callable[..., Bucket], tuple[Any, ...]]:
+            return _bucket_task, (i, folder, rag_field)
+
+        # A bucket's output is megabytes: at most one ahead per process.
+        for _, bucket in self._ordered(numbers, here, remote, grow=False, depth=1):
+            yield bucket
+
+    def _ordered(
+        self,
+        items: Iterator[T],
+        here: Callable[[T], R],
+        remote: Callable[[T], tuple[Callable[..., R], Any]],
+        *,
+        grow: bool,
+        depth: int,
+    ) -> Iterator[tuple[T, R]]:
+        """Run every item here or in a worker; yield (item, result) in item order.
+
+        `grow`: start workers once measurement says so; `depth`: items in flight per worker.
+        """
+        window: deque[_Slot[T, R]] = deque()
+        more = True
         try:
-            yield from self._results(tasks, window)
+            while more or window:
+                if grow and more and self.executor is None:
+                    n = self._want_pool()
+                    if n > 1:
+                        self.executor = self._start(n - 1)
+                # Keep every worker fed with a task or two ahead.
+                while (
+                    more and self.executor is not None and _in_flight(window) < depth * self.count
+                ):
+                    item = next(items, _END)
+                    if item is _END:
+                        more = False
+                        break
+                    fn, args = remote(item)
+                    call = (
+                        self.executor.submit(fn, *args)
+                        if isinstance(args, tuple)
+                        else self.executor.submit(fn, args)
+                    )
+                    window.append(_Slot(item, call))
+                if window and window[0].ready():
+                    yield window.popleft().result()
+                elif more and len(window) < 2 * depth * (self.count + 1):
+                    # The next result is not in yet: run the next item here meanwhile.
+                    item = next(items, _END)
+                    if item is _END:
+                        more = False
+                        continue
+                    window.append(_Slot(item, None, here(item)))
+                elif window:
+                    yield window.popleft().result()
         except JarvisError:
-            # Reading ahead (an invalid JSON array, say) failed: the tasks before it come
+            # Reading ahead (an invalid JSON array, say) failed: the items before it come
             # first, so the error is the first one in input order, as with no workers.
             while window:
-                done, future = window.popleft()
-                yield done, None, future.result()
+                yield window.popleft().result()
             raise
-
-    def _results(
-        self,
-        tasks: Iterator[tuple[Task, bytes | None]],
-        window: deque[tuple[Task, Future[Scanned]]],
-    ) -> Iterator[tuple[Task, bytes | None, Scanned]]:
-        for task, data in tasks:
-            if self.executor is None:
-                n = self._want_pool()
-                if n:
-                    self.executor = self._start(n)
-            if self.executor is None:
-                t = time.perf_counter()
-                scanned = self.scanner.scan(task, data)
-                size = task.length or sum(len(r.text) + 1 for r in task.raws or ())
-                self.seen_bytes += size
-                if self.warm:  # the first task pays one-off costs (probes, first compiles)
-                    self.busy += time.perf_counter() - t
-                    self.done_bytes += size
-                self.warm = True
-                yield task, data, scanned
-                continue
-            window.append((task, self.executor.submit(_scan_task, task)))
-            while len(window) >= 3 * self.count:
-                done, future = window.popleft()
-                yield done, None, future.result()
-        while window:
-            done, future = window.popleft()
-            yield done, None, future.result()
 
     def close(self) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+_END: Any = object()
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class _Slot(Generic[T, R]):
+    """An item in the window: run here (`done`) or in a worker (`future`)."""
+
+    item: T
+    future: Future[R] | None
+    done: R | None = None
+
+    def ready(self) -> bool:
+        return self.done is not None or (self.future is not None and self.future.done())
+
+    def result(self) -> tuple[T, R]:
+        if self.done is None:
+            assert self.future is not None
+            self.done = self.future.result()
+        return self.item, self.done
+
+
+def _in_flight(window: deque[_Slot[Any, Any]]) -> int:
+    return sum(1 for slot in window if slot.future is not None and not slot.future.done())
 
 
 # --- pass 1 -------------------------------------------------------------------------------
@@ -323,7 +412,7 @@ def _pass_one(
 
     shown_of = {str(path): n for n, (_, path) in enumerate(order)}
     last_file = -1
-    for task, data, out in workers.results(tasks()):
+    for (task, data), out in workers.results(tasks()):
         file = shown_of[task.shown]
         if file != last_file:
             for n in range(last_file, file):
@@ -338,7 +427,8 @@ def _pass_one(
         hits = state.seen.contains_many(out.content).tolist()
         seen_now = state.seen.pending
         id_hashes = {i: _h64(x.encode()) for i, x in out.ids.items()}
-        id_hits = dict(zip(id_hashes, state.ids.contains_many(array("Q", id_hashes.values())).tolist()))
+        found = state.ids.contains_many(array("Q", id_hashes.values())).tolist()
+        id_hits = dict(zip(id_hashes, found, strict=True))
         limit = out.count if out.contract_error is None else out.contract_error[0]
         rejects, ids, tags_of, token_errors = out.rejects, out.ids, out.tags, out.token_errors
         for i in range(limit):
@@ -361,7 +451,9 @@ def _pass_one(
                 if id_hits[i] or state.ids.pending_has(id_hash):
                     item.rejected += 1
                     reason = f"id: {explicit!r} is used by another record"
-                    _reject(state, rejects_out, task.shown, line, reason, raw_text(task, out, i, data))
+                    _reject(
+                        state, rejects_out, task.shown, line, reason, raw_text(task, out, i, data)
+                    )
                     continue
                 state.ids.add(id_hash)
             tokens = out.tokens[i]

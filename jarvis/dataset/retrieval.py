@@ -133,7 +133,7 @@ def _retrieve_rows(
     except BaseException:
         rows.close()  # the run fails: the temp file goes with the partial folder
         raise
-    plan.tokens = [[] for _ in SPLITS]
+    plan.tokens = [array("I") for _ in SPLITS]
     for r in range(len(state.tag_of)):
         plan.tokens[plan.split_of[r]].append(state.tokens_of[r])
     splits = {}

@@ -190,7 +190,9 @@ class Scanner:
         own = getattr(model, "tags", None) if self.has_tags else None
         tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
         if tag is not None and not TAG_PATTERN.match(tag):
-            self._reject_value(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -", task, value)
+            self._reject_value(
+                out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -", task, value
+            )
             return None
         mask = 0
         for bit, (check, args) in enumerate(self.checks):

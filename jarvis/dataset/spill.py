@@ -51,7 +51,9 @@ class SpillWriter:
         ]
 
     def add(self, shuffle: int, seq: int, copy: int, payload: bytes) -> None:
-        self.files[shuffle >> self.shift].write(b"%016x%012x%04x\t%s\n" % (shuffle, seq, copy, payload))
+        self.files[shuffle >> self.shift].write(
+            b"%016x%012x%04x\t%s\n" % (shuffle, seq, copy, payload)
+        )
 
     def flush(self) -> None:
         for fh in self.files:
@@ -74,19 +76,22 @@ class Spill:
     def writer(self, name: str) -> SpillWriter:
         return SpillWriter(self.folder / name, self.buckets_n)
 
+    def bucket(self, i: int, *, keep: bool = False) -> list[bytes]:
+        """Bucket `i`'s lines from every process, sorted (and deleted unless `keep`)."""
+        lines: list[bytes] = []
+        for folder in sorted(self.folder.iterdir()):
+            path = folder / f"{i:03d}"
+            if path.is_file():
+                lines += path.read_bytes().splitlines()
+                if not keep:
+                    path.unlink()
+        lines.sort()
+        return lines
+
     def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
-        """Yield each bucket's lines of kept records, sorted, in hash order."""
-        sets = sorted(p for p in self.folder.iterdir() if p.is_dir())
+        """Yield each bucket's lines, sorted, in hash order."""
         for i in range(self.buckets_n):
-            lines: list[bytes] = []
-            for folder in sets:
-                path = folder / f"{i:03d}"
-                if path.exists():
-                    lines += path.read_bytes().splitlines()
-                    if not keep:
-                        path.unlink()
-            lines.sort()
-            yield lines
+            yield self.bucket(i, keep=keep)
 
     def kept(self, *, keep: bool = False) -> Iterator[tuple[int, bool, bytes]]:
         """Yield (unit, is a repeat copy, payload) of every kept line, in shuffle order."""

@@ -63,7 +63,14 @@ _UNTRACED = {"__str__", "__add__", "__radd__", "__new__", "__init__", "__getattr
 for _name in dir(str):
     if _name not in _UNTRACED and callable(getattr(str, _name)):
         setattr(_Traced, _name, _traced_method(_name))
-_Traced.__bool__ = _traced_method("__len__")  # type: ignore[attr-defined]
+
+
+def _traced_bool(self: str) -> bool:
+    _Traced.touched.append("__bool__")
+    return bool(str.__len__(self))
+
+
+_Traced.__bool__ = _traced_bool  # type: ignore[attr-defined]
 
 
 class ChatSkeleton:
@@ -144,7 +151,7 @@ class SegmentEncoder:
         self.added = added
         # Longest first: at one position the regex takes the longest token, as tokenizers does.
         tokens = sorted(added, key=lambda t: (-len(t), t))
-        self.split = re.compile("(%s)" % "|".join(map(re.escape, tokens))).split
+        self.split = re.compile("({})".format("|".join(map(re.escape, tokens)))).split
         self.cache: dict[str, list[int]] = {}
         self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
 

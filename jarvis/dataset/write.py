@@ -1,19 +1,27 @@
-"""Pass 2: read the buckets in hash order and write train/valid/test and records.jsonl."""
+"""Pass 2: read the buckets in hash order and write train/valid/test and records.jsonl.
+
+Each bucket becomes its rows per split and its records.jsonl entries on its own, so buckets
+can be formed in worker processes while this process appends them in order and hashes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jarvis.dataset.plan import _Plan
 from jarvis.dataset.recipe import RECORDS
-from jarvis.dataset.retrieval import _RagRows
-from jarvis.dataset.spill import Spill, close_all
+from jarvis.dataset.spill import SEQ_BITS, Spill, close_all
 from jarvis.splits import SPLITS, TRAIN
 
-# --- pass 2 --------------------------------------------------------------------------------
+if TYPE_CHECKING:
+    from jarvis.dataset.plan import _Plan
+    from jarvis.dataset.retrieval import _RagRows
+
+_SPLIT_JSON = [b'"%s"' % name.encode() for name in SPLITS]
 
 
 class _Writer:
@@ -25,70 +33,134 @@ class _Writer:
         self.digest = hashlib.sha256()
         self.rows = 0
 
-    def write(self, line: bytes) -> None:
-        self.fh.write(line)
-        self.digest.update(line)
-        self.rows += 1
+    def write(self, data: bytes, rows: int) -> None:
+        """Append `rows` whole lines."""
+        if rows:
+            self.fh.write(data)
+            self.digest.update(data)
+            self.rows += rows
 
     def close(self) -> dict[str, Any]:
         self.fh.close()
         return {"sha256": self.digest.hexdigest(), "rows": self.rows}
 
 
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One bucket's output: per split its rows, then records.jsonl's entries, as bytes."""
+
+    rows: list[tuple[bytes, int]]  # per split: (lines, count)
+    records: tuple[bytes, int]
+    with_block: list[int]  # per split: records whose RAG block is not empty
+
+
+class Maps:
+    """What a bucket needs to know of the plan: seq -> unit, and each unit's split."""
+
+    def __init__(self, units: list[array[int]], split_of: bytearray) -> None:
+        self.units = units
+        self.split_of = split_of
+
+    def save(self, folder: Path) -> Path:
+        """Write the maps for worker processes; returns the folder to `load` from."""
+        folder.mkdir()
+        with (folder / "units").open("wb") as fh:
+            for units in self.units:
+                units.tofile(fh)
+        (folder / "lengths").write_bytes(array("q", (len(u) for u in self.units)).tobytes())
+        (folder / "split").write_bytes(self.split_of)
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> Maps:
+        lengths = array("q")
+        lengths.frombytes((folder / "lengths").read_bytes())
+        flat = array("i")
+        flat.frombytes((folder / "units").read_bytes())
+        units, at = [], 0
+        for n in lengths:
+            units.append(flat[at : at + n])
+            at += n
+        return cls(units, bytearray((folder / "split").read_bytes()))
+
+
+def bucket_output(
+    lines: list[bytes], maps: Maps, rag: _RagRows | None, rag_field: str | None
+) -> Bucket:
+    """Form one sorted bucket's output lines."""
+    units, split_of = maps.units, maps.split_of
+    low = (1 << SEQ_BITS) - 1
+    # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
+    # value every quote is escaped, so it cannot match there).
+    needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
+    with_block = [0] * len(SPLITS)
+    rows: list[list[bytes]] = [[] for _ in SPLITS]
+    entries: list[bytes] = []
+    for line in lines:
+        seq = int(line[16:28], 16)
+        unit = units[seq >> SEQ_BITS][seq & low]
+        if unit < 0:
+            continue  # a duplicate, or a record the main process rejected
+        s = split_of[unit]
+        payload = line[33:]
+        if line[28:32] != b"0000":  # a --repeat copy: train only
+            if s == TRAIN:
+                rows[s].append(payload if rag is None else rag.get(unit)[0])
+            continue
+        row, rid, tag, record = payload.split(b"\t")
+        if rag is not None:
+            row, record = rag.get(unit)
+        entries.append(
+            b'{"id":%s,"split":%s,"tag":%s,"record":%s}' % (rid, _SPLIT_JSON[s], tag, record)
+        )
+        if needle is not None and needle in record:
+            with_block[s] += 1
+        rows[s].append(row)
+    return Bucket(
+        [(b"\n".join(r) + b"\n" if r else b"", len(r)) for r in rows],
+        (b"\n".join(entries) + b"\n" if entries else b"", len(entries)),
+        with_block,
+    )
+
+
 def _pass_two(
-    tmp: Path, spill: Spill, plan: _Plan, rag: _RagRows | None, rag_field: str | None
+    tmp: Path,
+    buckets: Any,
+    plan: _Plan,
 ) -> tuple[dict[str, dict[str, Any]], list[int]]:
-    """Write the split files and records.jsonl.
+    """Write the split files and records.jsonl from `buckets` (each bucket's output, in
+    bucket order).
 
     Returns:
         The files written (sha256, rows) and, per split, how many records carry a non-empty
-        `rag_field` (the RAG block), counted as they are written.
+        RAG block, counted as they are written.
     """
     writers = [
         _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
         for s, name in enumerate(SPLITS)
     ]
     records = _Writer(tmp / RECORDS)
+    with_block = [0] * len(SPLITS)
     try:
-        return _write_splits(spill, plan, writers, records, rag, rag_field)
+        for bucket in buckets:
+            for s, (data, count) in enumerate(bucket.rows):
+                writer = writers[s]
+                if count:
+                    assert writer is not None
+                    writer.write(data, count)
+            records.write(*bucket.records)
+            for s, n in enumerate(bucket.with_block):
+                with_block[s] += n
     except BaseException:
         with contextlib.suppress(OSError):
             close_all([w.fh for w in [*writers, records] if w is not None])
         raise
-
-
-def _write_splits(
-    spill: Spill,
-    plan: _Plan,
-    writers: list[_Writer | None],
-    records: _Writer,
-    rag: _RagRows | None,
-    rag_field: str | None,
-) -> tuple[dict[str, dict[str, Any]], list[int]]:
-    split_json = [b'"%s"' % name.encode() for name in SPLITS]
-    split_of = plan.split_of
-    # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
-    # value every quote is escaped, so it cannot match there).
-    needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
-    with_block = [0] * len(SPLITS)
-    for unit, copy, payload in spill.kept():
-        s = split_of[unit]
-        if copy and s != TRAIN:
-            continue
-        if copy:
-            row = payload if rag is None else rag.get(unit)[0]
-        else:
-            row, rid, tag, record = payload.split(b"\t")
-            if rag is not None:
-                row, record = rag.get(unit)
-            records.write(
-                b'{"id":%s,"split":%s,"tag":%s,"record":%s}\n' % (rid, split_json[s], tag, record)
-            )
-            if needle is not None and needle in record:
-                with_block[s] += 1
-        writer = writers[s]
-        assert writer is not None
-        writer.write(row + b"\n")
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
     return files, with_block
+
+
+def serial_buckets(spill: Spill, maps: Maps, rag: _RagRows | None, rag_field: str | None) -> Any:
+    """Every bucket's output, formed in this process."""
+    for lines in spill.buckets():
+        yield bucket_output(lines, maps, rag, rag_field)

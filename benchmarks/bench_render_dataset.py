@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio, one process each: {per['one'] / per['base']:.2f}x (goal <= 2.5x)")
         print(f"ratio, 2 processes / 1:  {per['two'] / per['one']:.2f}x (goal <= 0.6x)")
         print(f"ratio, default / baseline: {per['auto'] / per['base']:.2f}x")
-        tokenizer_anchor(base, min(n, 20000), system)
+        tokenizer_anchor(base, min(n, 60000), system)
         if mem_n:
             big = base / "big.jsonl"
             make_input(big, mem_n, seed=1)

@@ -585,7 +585,11 @@ def test_default_jobs_follow_measured_cost(tmp_path: Path, monkeypatch: pytest.M
     auto.done_bytes = auto.seen_bytes = 2 << 20
     auto.busy = 0.1  # 50 ms a MB: 98 MB left take ~4.9 s, 8 processes save ~4.3 s > 1.4 s
     assert auto._want_pool() == 8  # one per CPU, at most 8
-    auto.busy = 0.02  # ~1 s left: a worker costs more to start than it saves
+    auto.cpu = auto.busy * 6  # the tokenizer already kept 6 of the 12 cores busy
+    assert auto._want_pool() == 8  # 8 processes: 4.9 s x (1 - 6/12) saved, still > 1.4 s
+    auto.cpu = auto.busy * 10
+    assert auto._want_pool() == 1  # 4.9 s x (1 - 10/12) = 0.8 s: less than a start costs
+    auto.busy = auto.cpu = 0.02  # ~1 s left: a worker costs more to start than it saves
     assert auto._want_pool() == 1
     assert workers(3)._want_pool() == 3 and workers(1)._want_pool() == 1
 

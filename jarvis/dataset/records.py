@@ -200,9 +200,9 @@ class Workers:
 
     This process scans a task itself whenever the next result in order is not ready, so
     starting workers costs it no waiting and `jobs` processes scan in all. `jobs` None
-    decides by measurement: the first tasks run here and time the work per input byte;
-    workers start when the input left would take longer than what a worker costs to
-    start (this process's own start-up, measured, plus a spawn).
+    decides by measurement: the first tasks run here and time the work per input byte
+    (wall and CPU); workers start when the time they would save on the input left exceeds
+    what one costs to start (this process's own start-up, measured, plus a spawn).
     """
 
     _SPAWN_SECONDS = 0.4  # a forkserver child, with imports, on a slow machine
@@ -222,6 +222,7 @@ class Workers:
         self.seen_bytes = 0  # all bytes scanned here
         self.warm = False
         self.busy = 0.0
+        self.cpu = 0.0
         self.executor: Executor | None = None
         self.count = 0  # worker processes
 
@@ -229,11 +230,16 @@ class Workers:
         """How many processes should scan from now on (1: this one alone)."""
         if self.jobs is not None:
             return self.jobs
-        n = min(cpus(), 8)
+        cores = cpus()
+        n = min(cores, 8)
         if n < 2 or self.done_bytes < TASK_BYTES // 2:
             return 1
         left = self.busy / self.done_bytes * (self.total - self.seen_bytes)
-        return n if left * (1 - 1 / n) > self.startup + self._SPAWN_SECONDS else 1
+        # One process may already keep more than a core busy (the fast tokenizer encodes a
+        # batch on every core): n processes cannot do better than the cores allow.
+        load = max(1.0, self.cpu / self.busy) if self.busy else 1.0
+        saved = left * (1 - max(1 / n, load / cores))
+        return n if saved > self.startup + self._SPAWN_SECONDS else 1
 
     def _start(self, n: int) -> Executor:
         from concurrent.futures import ProcessPoolExecutor
@@ -249,12 +255,13 @@ class Workers:
         )
 
     def _here(self, task: Task, data: bytes | None) -> Scanned:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         scanned = self.scanner.scan(task, data)
         size = task.length or sum(len(r.text) + 1 for r in task.raws or ())
         self.seen_bytes += size
         if self.warm:  # the first task pays one-off costs (probes, first compiles)
             self.busy += time.perf_counter() - t
+            self.cpu += time.process_time() - cpu  # every thread's
             self.done_bytes += size
         self.warm = True
         return scanned
@@ -306,9 +313,14 @@ class Workers:
                     n = self._want_pool()
                     if n > 1:
                         self.executor = self._start(n - 1)
-                # Keep every worker fed with a task or two ahead.
+                # Keep every worker fed with `depth` items ahead, the window bounded (results
+                # done but not yet consumed count too: a bucket's output is megabytes).
+                limit = 2 * depth * (self.count + 1)
                 while (
-                    more and self.executor is not None and _in_flight(window) < depth * self.count
+                    more
+                    and self.executor is not None
+                    and len(window) < limit
+                    and _in_flight(window) < depth * self.count
                 ):
                     item = next(items, _END)
                     if item is _END:
@@ -323,7 +335,7 @@ class Workers:
                     window.append(_Slot(item, call))
                 if window and window[0].ready():
                     yield window.popleft().result()
-                elif more and len(window) < 2 * depth * (self.count + 1):
+                elif more and len(window) < limit:
                     # The next result is not in yet: run the next item here meanwhile.
                     item = next(items, _END)
                     if item is _END:

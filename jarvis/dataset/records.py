@@ -289,7 +289,8 @@ class Workers:
             return _bucket_task, (i, folder, rag_field)
 
         # A bucket's output is megabytes: at most one ahead per process.
-        for _, bucket in self._ordered(numbers, here, remote, grow=False, depth=1):
+        ordered = self._ordered(numbers, here, remote, grow=False, depth=1, limit=self.count + 1)
+        for _, bucket in ordered:
             yield bucket
 
     def _ordered(
@@ -300,10 +301,12 @@ class Workers:
         *,
         grow: bool,
         depth: int,
+        limit: int | None = None,
     ) -> Iterator[tuple[T, R]]:
         """Run every item here or in a worker; yield (item, result) in item order.
 
-        `grow`: start workers once measurement says so; `depth`: items in flight per worker.
+        `grow`: start workers once measurement says so; `depth`: items in flight per worker;
+        `limit`: items in the window at most (default `2 * depth` per process).
         """
         window: deque[_Slot[T, R]] = deque()
         more = True
@@ -315,11 +318,11 @@ class Workers:
                         self.executor = self._start(n - 1)
                 # Keep every worker fed with `depth` items ahead, the window bounded (results
                 # done but not yet consumed count too: a bucket's output is megabytes).
-                limit = 2 * depth * (self.count + 1)
+                most = limit or 2 * depth * (self.count + 1)
                 while (
                     more
                     and self.executor is not None
-                    and len(window) < limit
+                    and len(window) < most
                     and _in_flight(window) < depth * self.count
                 ):
                     item = next(items, _END)
@@ -335,7 +338,7 @@ class Workers:
                     window.append(_Slot(item, call))
                 if window and window[0].ready():
                     yield window.popleft().result()
-                elif more and len(window) < limit:
+                elif more and len(window) < most:
                     # The next result is not in yet: run the next item here meanwhile.
                     item = next(items, _END)
                     if item is _END:

@@ -21,9 +21,9 @@ _SPILL_PER_INPUT_BYTE = 3
 
 
 def bucket_count(input_bytes: int) -> int:
-    """Buckets for an input of this size: each about 8 MB, in memory one at a time."""
+    """Buckets for an input of this size: each about 4 MB, in memory a few at a time."""
     n = _MIN_BUCKETS
-    while n < _MAX_BUCKETS and input_bytes * _SPILL_PER_INPUT_BYTE / n > 8 << 20:
+    while n < _MAX_BUCKETS and input_bytes * _SPILL_PER_INPUT_BYTE / n > 4 << 20:
         n *= 2
     return n
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -158,21 +157,30 @@ def tokenizer_anchor(base: Path, n: int, system: str) -> None:
         print(f"  {label:43s} {us:7.1f} us/record{ratio}")
 
 
+# Started from this (large) process, a child's ru_maxrss would count this process's pages
+# it shares between fork and exec; a small launcher forks the measured run instead and
+# reports its usage alone (wait4: that child and the workers it reaped).
+_LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_memory_mb(src: Path, out: Path) -> float:
-    """Run `jarvis render-dataset` in a child process and return its peak RSS in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
-         "--input", str(src), "--out", str(out), "--force", "-q"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss is the max over finished children (workers included), in KiB on Linux
-    # (bytes on macOS).
-    scale = 1 if sys.platform == "darwin" else 1024
-    if peak <= before:
-        print("  (peak memory not measurable: an earlier child used more)")
-    return peak * scale / 1e6
+    """Run `jarvis render-dataset` in a child process and return the peak RSS, in MB, of
+    the largest process in its tree (its workers included)."""
+    cmd = [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
+           "--input", str(src), "--out", str(out), "--force", "-q"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, check=True
+    )
+    code, maxrss = (int(x) for x in done.stdout.split())
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
+    # ru_maxrss is in KiB on Linux, bytes on macOS.
+    return maxrss * (1 if sys.platform == "darwin" else 1024) / 1e6
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -142,13 +142,7 @@ def iter_file(path: Path, shown: str) -> Iterator[RawRecord]:
     """
     try:
         with _open(path) as fh:
-            head = fh.read(4096)
-            # Read on past leading whitespace: the first non-blank byte decides the format.
-            while not head.removeprefix(_BOM).lstrip(_WS):
-                more = fh.read(1 << 16)
-                if not more:
-                    break
-                head += more
+            head = _head(fh)
             stripped = head[3:] if head.startswith(_BOM) else head
             if stripped.lstrip(_WS).startswith(b"["):
                 data = head + fh.read()
@@ -167,6 +161,28 @@ def iter_file(path: Path, shown: str) -> Iterator[RawRecord]:
             yield from _iter_lines(head, fh, shown)
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{shown}: cannot read: {exc}") from exc
+
+
+def _head(fh: IO[bytes]) -> bytes:
+    """The first bytes, read on past leading whitespace: the first non-blank byte decides
+    the format."""
+    head = fh.read(4096)
+    while not head.removeprefix(_BOM).lstrip(_WS):
+        more = fh.read(1 << 16)
+        if not more:
+            break
+        head += more
+    return head
+
+
+def plain_lines(path: Path) -> bool:
+    """Whether `iter_file` reads this file as uncompressed JSONL, line by line (so it can
+    be read in byte ranges): not gzipped, not `.json` (one object or an array), not an array.
+    """
+    if path.name.endswith((".gz", ".json")):
+        return False
+    with path.open("rb") as fh:
+        return not _head(fh).removeprefix(_BOM).lstrip(_WS).startswith(b"[")
 
 
 def _single_object(body: bytes, shown: str) -> RawRecord | None:

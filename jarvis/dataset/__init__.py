@@ -2,16 +2,19 @@
 
 Two streaming passes keep memory bounded, one module per step:
 
-1. `records` (the hot loop): read every input record, validate it, render its row through
-   the contract's one render path, run the output checks (and the token checks with a
-   tokenizer), and spill the row to one of `BUCKETS` temp files chosen by its shuffle hash.
-   Per record only a few numbers stay in memory (compact arrays).
+1. Pass 1. `scan` is the hot loop: one task (a byte range of a JSONL file, or records read
+   here) parsed, validated, rendered through the contract's one render path (`row`), token
+   counted (`tokens`: the proven shortcuts), checked, hashed and spilled to shuffle buckets
+   (`spill`), in this process or a worker. `records` cuts the inputs into tasks, decides
+   where they run (`Workers`) and commits their compact results in input order: rejects,
+   duplicates (`dedup`), ids, token limits, tags and groups.
 2. `plan`: assign splits (`jarvis.splits`), count what each holds, enforce `--min-ratio`
    and `--min-compliant`. `retrieval`, for a contract with `retrieval:`: build the exemplar
    store from the train split and re-render each row with its exemplars.
-3. `write`: read the buckets in hash order, sort each, and append its rows to `train.jsonl`,
-   `valid.jsonl` and `test.jsonl`. So every file comes out in a deterministic shuffled order
-   that does not depend on input order.
+3. Pass 2, `write`: each bucket read back, sorted and turned into its rows per split and its
+   records.jsonl entries (in every process), appended in bucket order to `train.jsonl`,
+   `valid.jsonl`, `test.jsonl` and `records.jsonl`. So every file comes out in a
+   deterministic shuffled order that does not depend on input order or process count.
 
 `recipe` holds the settings, `manifest` what is written about the result (and reads a dataset
 folder back), `pipeline` the command itself: everything is written into a temp folder beside

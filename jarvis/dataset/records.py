@@ -28,7 +28,7 @@ from jarvis.dataset.scan import TASK_BYTES, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
 from jarvis.dataset.write import Bucket, Maps, bucket_output, serial_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
-from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, InputSpec, iter_file
+from jarvis.inputs import DEFAULT_TAG, InputSpec, iter_file, plain_lines
 
 _RAW_CHUNK = 512  # records per task for inputs the main process reads itself
 
@@ -86,21 +86,6 @@ def _reject(
 
 
 # --- tasks --------------------------------------------------------------------------------
-
-
-def _by_ranges(path: Path) -> bool:
-    """Whether the scanner can read this file by byte ranges: plain JSONL, not gzipped, not
-    a `.json` file (one object, or an array) and not a JSON array."""
-    if path.name.endswith((".gz", ".json")):
-        return False
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-        while not head.removeprefix(_BOM).lstrip(_WS):
-            more = fh.read(1 << 16)
-            if not more:
-                break
-            head += more
-    return not head.removeprefix(_BOM).lstrip(_WS).startswith(b"[")
 
 
 def _file_tasks(
@@ -419,7 +404,7 @@ def _pass_one(
             item = _Input(path=str(path), tag=spec.tag, sha256="")
             state.inputs.append(item)
             items[n] = item
-            ranged = _by_ranges(path)
+            ranged = plain_lines(path)
             yield from _file_tasks(path, str(path), spec.tag, number, digest, ranged)
             item.sha256 = digest.hexdigest()
             if progress is not None and not ranged:

@@ -178,21 +178,19 @@ class Scanner:
                 f"{self.retrieved}: {contract.ref} retrieves its exemplars itself "
                 f"(leave {self.retrieved!r} out, or use a version without retrieval)"
             )
-            self._reject_value(out, i, reason, task, value)
+            self._reject_value(out, i, reason)
             return None
         try:
             model = contract.validate(value)
             record, digest, rid = record_key(model)
             row, target, messages = self.renderer.render(model, rid)
         except RecordError as exc:
-            self._reject_value(out, i, str(exc), task, value)
+            self._reject_value(out, i, str(exc))
             return None
         own = getattr(model, "tags", None) if self.has_tags else None
         tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
         if tag is not None and not TAG_PATTERN.match(tag):
-            self._reject_value(
-                out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -", task, value
-            )
+            self._reject_value(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
             return None
         mask = 0
         for bit, (check, args) in enumerate(self.checks):
@@ -225,9 +223,7 @@ class Scanner:
             spill.add(_h64(seed_bytes + b"shuffle\x00%d" % copy + digest), seq, copy, row)
         return messages, row
 
-    def _reject_value(
-        self, out: Scanned, i: int, reason: str, task: Task, value: dict[str, Any]
-    ) -> None:
+    def _reject_value(self, out: Scanned, i: int, reason: str) -> None:
         # The verbatim text is re-read by the main process from the span (or its raws).
         out.rejects[i] = (reason, "", None)
         self._blank(out)
@@ -235,7 +231,7 @@ class Scanner:
 
 def raw_text(task: Task, out: Scanned, i: int, data: bytes | None = None) -> tuple[str, str | None]:
     """A record's verbatim text (and base64 of its bytes when not UTF-8), for rejects.jsonl."""
-    reason, text, blob = out.rejects.get(i, ("", "", None))
+    _, text, blob = out.rejects.get(i, ("", "", None))
     if text or blob is not None:
         return text, base64.b64encode(blob).decode("ascii") if blob is not None else None
     if task.raws is not None:

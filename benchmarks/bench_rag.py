@@ -23,6 +23,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from benchmarks.bench_render_dataset import alternate
+
 ROOT = Path(__file__).resolve().parent.parent
 REALDATA = Path(os.environ.get("JARVIS_REALDATA", ROOT.parent / "shared" / "realdata" / "data"))
 NUS = REALDATA / "nus-sms-corpus" / "smsCorpus_en_xml_2015.03.09_all.zip"
@@ -141,17 +143,18 @@ def main(argv: list[str] | None = None) -> None:
         if QWEN.is_dir():
             tokenizers.append(str(QWEN))
         for tokenizer in tokenizers:
-            runs: dict[str, list[float]] = {"reply@1": [], "reply@2": []}
-            for _ in range(3):  # alternate A and B: the machine is shared and noisy
-                for ref in runs:
-                    recipe = Recipe.build(
-                        contract=ref, inputs=[str(src)], tokenizer=tokenizer, max_seq_length=4096
-                    )
-                    t = time.perf_counter()
-                    render_dataset(recipe, base / ref, force=True, jobs=1)
-                    runs[ref].append(time.perf_counter() - t)
-            without = statistics.median(runs["reply@1"])
-            with_ = statistics.median(runs["reply@2"])
+
+            def run(ref: str, tokenizer: str | None = tokenizer) -> float:
+                recipe = Recipe.build(
+                    contract=ref, inputs=[str(src)], tokenizer=tokenizer, max_seq_length=4096
+                )
+                t = time.perf_counter()
+                render_dataset(recipe, base / ref, force=True, jobs=1)
+                return time.perf_counter() - t
+
+            # Alternate A and B: the machine is shared and noisy.
+            med = alternate({ref: lambda ref=ref: run(ref) for ref in ("reply@1", "reply@2")})
+            without, with_ = med["reply@1"], med["reply@2"]
             manifest = json.loads((base / "reply@2" / "manifest.json").read_text())
             share = manifest["retrieval"]["splits"]["train"]["rows_with_exemplars"]
             how = "no tokenizer" if tokenizer is None else "Qwen2.5 tokenizer"

@@ -120,17 +120,13 @@ def _tokenizer(base: Path) -> tuple[str, str]:
     return str(folder), "the bundled tiny tokenizer (no ../shared)"
 
 
-def _medians(runs: dict[str, list[float]]) -> dict[str, float]:
-    return {k: statistics.median(v) for k, v in runs.items()}
-
-
-def _alternate(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, float]:
+def alternate(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, float]:
     """Run each function in turn, `repeats` rounds (A B A B ...); median seconds of each."""
     runs: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             runs[name].append(fn())
-    return _medians(runs)
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def tokenizer_anchor(base: Path, n: int, system: str) -> None:
@@ -139,7 +135,7 @@ def tokenizer_anchor(base: Path, n: int, system: str) -> None:
     src = base / "tok.jsonl"
     make_input(src, n, seed=2)
     _jarvis_once(src, base / "tok-warm", jobs=1, tokenizer=path)
-    med = _alternate(
+    med = alternate(
         {
             "hf": lambda: hf_loop(src, path, system),
             "one": lambda: _jarvis_once(src, base / "tok-1", jobs=1, tokenizer=path),
@@ -203,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
             baseline(src, base / "baseline", system)
             return time.perf_counter() - t
 
-        med = _alternate(
+        med = alternate(
             {
                 "base": hand,
                 "one": lambda: _jarvis_once(src, base / "jarvis1", jobs=1),

@@ -127,3 +127,35 @@ def test_contract_new_scaffolds_a_working_locked_contract(tmp_path: Path) -> Non
     assert code == 3 and "exists; choose another name" in err
     code, _, err = invoke("contract", "new", "Bad Name", "--root", str(root))
     assert code == 3 and "lowercase letters" in err
+
+
+def test_a_template_error_on_data_comes_after_earlier_errors_in_input_order(
+    root: Path, tmp_path: Path
+) -> None:
+    from jarvis.errors import ContractError, TokenizationError
+    from tokenizer_fixture import make_tokenizer
+
+    # The template fails on one record's data (a contract bug, named where it showed).
+    (root / "prompts" / "support" / "v1" / "user.j2").write_text(
+        "Ticket: {{ question }}{% if question == 'boom' %}{{ 1 // 0 }}{% endif %}\n"
+    )
+    rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(100)]
+    rows[60]["question"] = "boom"
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ContractError) as info:
+        render_dataset(
+            Recipe.build(contract="support@1", inputs=[str(data)]), tmp_path / "o", root=root
+        )
+    assert str(info.value).startswith(f"{data}:61: prompts/support/v1/user.j2: ZeroDivisionError")
+    # An earlier record over the token limit, in the same task, is the first error.
+    rows[20]["answer"] = "word " * 300
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tok = make_tokenizer(tmp_path / "tok")
+    recipe = Recipe.build(
+        contract="support@1", inputs=[str(data)], tokenizer=str(tok), max_seq_length=200
+    )
+    for jobs in (1, 2):
+        with pytest.raises(TokenizationError) as failed:
+            render_dataset(recipe, tmp_path / "o", root=root, jobs=jobs)
+        assert str(failed.value).startswith(f"{data}:21: row has ")

@@ -10,8 +10,6 @@ from __future__ import annotations
 from array import array
 from typing import Any
 
-import numpy as np
-
 _MIN_PENDING = 1 << 16
 
 
@@ -19,6 +17,10 @@ class SeenSet:
     """64-bit hashes seen so far."""
 
     def __init__(self) -> None:
+        # Imported here: `jarvis.dataset` is also imported by verify, diff and eval.
+        import numpy as np
+
+        self.np = np
         self.sorted: Any = np.empty(0, dtype=np.uint64)
         self.pending: set[int] = set()
 
@@ -39,6 +41,7 @@ class SeenSet:
 
     def contains_many(self, values: array[int]) -> Any:
         """For each value, whether it is among the members settled so far (a bool array)."""
+        np = self.np
         if not len(self.sorted) or not len(values):
             return np.zeros(len(values), dtype=bool)
         query = np.frombuffer(values, dtype=np.uint64)
@@ -54,6 +57,7 @@ class SeenSet:
         """
         if len(self.pending) < max(_MIN_PENDING, len(self.sorted) >> 3):
             return
+        np = self.np
         fresh = np.sort(np.fromiter(self.pending, dtype=np.uint64, count=len(self.pending)))
         self.pending = set()
         self.sorted = np.insert(self.sorted, np.searchsorted(self.sorted, fresh), fresh)

@@ -78,11 +78,11 @@ def render_dataset(
         force: replace an existing `out`.
         root: contract root (default `$JARVIS_ROOT`, else the bundled root).
         progress: show a progress bar on stderr when it is a terminal.
-        jobs: worker processes for reading, validating, rendering and tokenizing; default 1
-            (none, so a plain script needs no `if __name__ == "__main__":` guard); "auto"
-            (the CLI's default): one per CPU (at most 8) once the first megabytes, timed
-            here, show the rest of the input would take over twice what starting them
-            costs. Workers need the guard in a calling script. The output is
+        jobs: processes that read, validate, render and tokenize, this one included;
+            default 1 (no workers, so a plain script needs no `if __name__ == "__main__":`
+            guard); "auto" (the CLI's default): one per CPU (at most 8) once the first
+            megabytes, timed here, show the time they would save exceeds what a worker
+            costs to start. Workers need the guard in a calling script. The output is
             byte-identical whatever the number.
 
     Returns:
@@ -109,7 +109,7 @@ def render_dataset(
     size = sum(path.stat().st_size for _, path in files)
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
         spill = Spill(tmp / ".spill", bucket_count(size))
-        bar = _progress_bar(files) if progress and sys.stderr.isatty() else None
+        bar = _progress_bar(size) if progress and sys.stderr.isatty() else None
         writer = spill.writer("main")
         scanner = Scanner(contract, renderer, recipe, writer)
         workers = Workers(
@@ -149,7 +149,7 @@ def _render_into(
             state = _pass_one(recipe, contract, renderer, files, workers, spill, rejects_out, bar)
         _check_option_tags(recipe, set(state.tags))
     finally:
-        workers.scanner.spill.close()  # workers flush theirs after every task
+        # Every process flushes its spill files after each task: pass 2 can read them now.
         if bar is not None:
             bar.render_finish()
     _check_rejects(recipe, state)
@@ -212,11 +212,10 @@ def _keep_rejects(rejects: Path, out: Path) -> Path | None:
     return dest
 
 
-def _progress_bar(files: list[tuple[InputSpec, Path]]) -> Any:
+def _progress_bar(total: int) -> Any:
     import click
 
-    total = sum(max(p.stat().st_size, 1) for _, p in files)
-    bar = click.progressbar(length=total, label="rendering", file=sys.stderr)
+    bar = click.progressbar(length=max(total, 1), label="rendering", file=sys.stderr)
     bar.render_progress()
     return bar
 

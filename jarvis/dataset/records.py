@@ -7,6 +7,7 @@ numbers stay in memory.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import time
@@ -28,7 +29,9 @@ from jarvis.dataset.scan import TASK_BYTES, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
 from jarvis.dataset.write import Bucket, Maps, bucket_output, serial_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
-from jarvis.inputs import DEFAULT_TAG, InputSpec, iter_file, plain_lines
+from jarvis.files import sha256_file
+from jarvis.inputs import DEFAULT_TAG, InputSpec, RawRecord, iter_file, plain_lines
+from jarvis.splits import unit_key
 
 _RAW_CHUNK = 512  # records per task for inputs the main process reads itself
 
@@ -66,10 +69,6 @@ class _State:
     total: int = 0
 
 
-def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
-
-
 def _reject(
     state: _State, out: IO[bytes], file: str, line: int, reason: str, raw: tuple[str, str | None],
     **extra: Any,
@@ -89,31 +88,33 @@ def _reject(
 
 
 def _file_tasks(
-    path: Path, shown: str, tag: str, number: Callable[[], int], digest: Any, ranged: bool
+    file: int, path: Path, tag: str, number: Callable[[], int], item: _Input
 ) -> Iterator[tuple[Task, bytes | None]]:
-    """Cut one file into tasks at line boundaries; hash it on the way (one read)."""
-    if not ranged:
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        raws: list[Any] = []
+    """Cut one file into tasks; sets `item.sha256`. Plain JSONL is cut at line boundaries
+    and hashed on the way (one read); other formats are read here, record by record."""
+    shown = str(path)
+    if not plain_lines(path):
+        item.sha256 = sha256_file(path)
+        raws: list[RawRecord] = []
         for raw in iter_file(path, shown):
             raws.append(raw)
             if len(raws) == _RAW_CHUNK:
-                yield Task(number(), str(path), shown, tag, raws=raws), None
+                yield Task(number(), file, shown, tag, raws=raws), None
                 raws = []
         if raws:
-            yield Task(number(), str(path), shown, tag, raws=raws), None
+            yield Task(number(), file, shown, tag, raws=raws), None
         return
+    digest = hashlib.sha256()
     start, line = 0, 1
     with path.open("rb") as fh:
         while block := fh.read(TASK_BYTES):
             if not block.endswith(b"\n"):
                 block += fh.readline()
             digest.update(block)
-            yield Task(number(), str(path), shown, tag, start, len(block), line), block
+            yield Task(number(), file, shown, tag, start, len(block), line), block
             start += len(block)
             line += block.count(b"\n")
+    item.sha256 = digest.hexdigest()
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -242,12 +243,11 @@ class Workers:
     def _here(self, task: Task, data: bytes | None) -> Scanned:
         t, cpu = time.perf_counter(), time.process_time()
         scanned = self.scanner.scan(task, data)
-        size = task.length or sum(len(r.text) + 1 for r in task.raws or ())
-        self.seen_bytes += size
+        self.seen_bytes += task.size
         if self.warm:  # the first task pays one-off costs (probes, first compiles)
             self.busy += time.perf_counter() - t
             self.cpu += time.process_time() - cpu  # every thread's
-            self.done_bytes += size
+            self.done_bytes += task.size
         self.warm = True
         return scanned
 
@@ -256,7 +256,7 @@ class Workers:
     ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
         """Yield each pass-1 task with its result, in task order."""
         return self._ordered(
-            tasks, lambda t: self._here(*t), lambda t: (_scan_task, t[0]), grow=True, depth=2
+            tasks, lambda t: self._here(*t), lambda t: (_scan_task, (t[0],)), grow=True, depth=2
         )
 
     def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
@@ -282,7 +282,7 @@ class Workers:
         self,
         items: Iterator[T],
         here: Callable[[T], R],
-        remote: Callable[[T], tuple[Callable[..., R], Any]],
+        remote: Callable[[T], tuple[Callable[..., R], tuple[Any, ...]]],
         *,
         grow: bool,
         depth: int,
@@ -315,12 +315,7 @@ class Workers:
                         more = False
                         break
                     fn, args = remote(item)
-                    call = (
-                        self.executor.submit(fn, *args)
-                        if isinstance(args, tuple)
-                        else self.executor.submit(fn, args)
-                    )
-                    window.append(_Slot(item, call))
+                    window.append(_Slot(item, self.executor.submit(fn, *args)))
                 if window and window[0].ready():
                     yield window.popleft().result()
                 elif more and len(window) < most:
@@ -391,34 +386,24 @@ def _pass_one(
     max_len = recipe.max_seq_length
     drop_long = recipe.on_overlength == "drop"
     tokenized = renderer.tokenizer is not None
-    counter = iter(range(1 << 40))
-    number = counter.__next__
+    number = itertools.count().__next__
     # A record given under several tags keeps the first tag by name (`default` last), whatever
     # the order of the --input options: duplicates are dropped in this order.
     order = sorted(files, key=lambda f: (f[0].tag == "default", f[0].tag, str(f[1])))
-    items: dict[int, _Input] = {}
 
     def tasks() -> Iterator[tuple[Task, bytes | None]]:
-        for n, (spec, path) in enumerate(order):
-            digest = hashlib.sha256()
+        for file, (spec, path) in enumerate(order):
             item = _Input(path=str(path), tag=spec.tag, sha256="")
             state.inputs.append(item)
-            items[n] = item
-            ranged = plain_lines(path)
-            yield from _file_tasks(path, str(path), spec.tag, number, digest, ranged)
-            item.sha256 = digest.hexdigest()
-            if progress is not None and not ranged:
-                progress.update(max(path.stat().st_size, 1))
+            yield from _file_tasks(file, path, spec.tag, number, item)
 
-    shown_of = {str(path): n for n, (_, path) in enumerate(order)}
     last_file = -1
     for (task, data), out in workers.results(tasks()):
-        file = shown_of[task.shown]
-        if file != last_file:
-            for n in range(last_file, file):
-                _check_empty(items, n)  # with any file between that had no task (empty)
-            last_file = file
-        item = items[file]
+        if task.file != last_file:
+            for n in range(last_file, task.file):
+                _check_empty(state.inputs, n)  # with any file between that had no task
+            last_file = task.file
+        item = state.inputs[task.file]
         spec_tag = task.tag
         own_tags = spec_tag == DEFAULT_TAG
         file_tag = tag_index[spec_tag]
@@ -426,7 +411,7 @@ def _pass_one(
         spill.units.append(units)
         hits = state.seen.contains_many(out.content).tolist()
         seen_now = state.seen.pending
-        id_hashes = {i: _h64(x.encode()) for i, x in out.ids.items()}
+        id_hashes = {i: unit_key(0, b"id", x.encode()) for i, x in out.ids.items()}
         found = state.ids.contains_many(array("Q", id_hashes.values())).tolist()
         id_hits = dict(zip(id_hashes, found, strict=True))
         limit = out.count if out.contract_error is None else out.contract_error[0]
@@ -437,8 +422,8 @@ def _pass_one(
             line = out.lines[i]
             if rejects and i in rejects:
                 item.rejected += 1
-                reason = rejects[i][0]
-                _reject(state, rejects_out, task.shown, line, reason, raw_text(task, out, i, data))
+                reason = rejects[i]
+                _reject(state, rejects_out, task.path, line, reason, raw_text(task, out, i, data))
                 continue
             content = out.content[i]
             if hits[i] or content in seen_now:
@@ -452,7 +437,7 @@ def _pass_one(
                     item.rejected += 1
                     reason = f"id: {explicit!r} is used by another record"
                     _reject(
-                        state, rejects_out, task.shown, line, reason, raw_text(task, out, i, data)
+                        state, rejects_out, task.path, line, reason, raw_text(task, out, i, data)
                     )
                     continue
                 state.ids.add(id_hash)
@@ -461,14 +446,14 @@ def _pass_one(
                 if tokens > max_len:
                     if not drop_long:
                         raise TokenizationError(
-                            f"{task.shown}:{line}: row has {tokens} tokens, more than "
+                            f"{task.path}:{line}: row has {tokens} tokens, more than "
                             f"--max-seq-length {max_len}; mlx-lm would silently cut its answer "
                             "and EOS (shorten it, raise --max-seq-length, or --on-overlength drop)"
                         )
                     state.overlength += 1
                     reason = f"{tokens} tokens > --max-seq-length {max_len}"
                     raw = raw_text(task, out, i, data)
-                    _reject(state, rejects_out, task.shown, line, reason, raw, tokens=tokens)
+                    _reject(state, rejects_out, task.path, line, reason, raw, tokens=tokens)
                     continue
                 if token_errors and i in token_errors:
                     raise TokenizationError(token_errors[i])
@@ -494,16 +479,16 @@ def _pass_one(
             else:
                 gid = state.groups.setdefault(group, len(state.groups))
                 if gid == len(state.group_keys):
-                    state.group_keys.append(_h64(b"%d\x00group\x00%s" % (seed, group.encode())))
+                    state.group_keys.append(unit_key(seed, b"group", group.encode()))
                 state.group_of.append(gid)
         if out.contract_error is not None:
             raise ContractError(out.contract_error[1])
-        if progress is not None and task.raws is None:
-            progress.update(task.length)
+        if progress is not None:
+            progress.update(task.size)
         state.seen.settle()
         state.ids.settle()
     for n in range(last_file, len(order)):
-        _check_empty(items, n)
+        _check_empty(state.inputs, n)
     # Tags met in records were numbered as they came: renumber by name, the order every
     # later step (strata, "first tag by name" of a group) relies on. An input tag whose
     # records all carry their own tag is dropped.
@@ -519,7 +504,7 @@ def _pass_one(
     return state
 
 
-def _check_empty(items: dict[int, _Input], n: int) -> None:
-    item = items.get(n)
+def _check_empty(inputs: list[_Input], n: int) -> None:
+    item = inputs[n] if 0 <= n < len(inputs) else None
     if item is not None and item.records == 0:
         raise DatasetError(f"{item.path}: empty input file (no records); nothing to train on")

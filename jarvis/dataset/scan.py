@@ -10,7 +10,6 @@ error by index. The rows themselves go straight to this process's spill files.
 from __future__ import annotations
 
 import base64
-import hashlib
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.schemas import record_key
+from jarvis.splits import unit_key
 
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
@@ -35,13 +35,18 @@ class Task:
     """One unit of pass-1 work: a byte range of a file, or records already read."""
 
     index: int
+    file: int  # the input file's place in processing order
     path: str
-    shown: str
     tag: str
     start: int = 0
     length: int = 0
     first_line: int = 1
     raws: list[RawRecord] | None = None
+
+    @property
+    def size(self) -> int:
+        """Input bytes: the range's, or about those of the records read (for gzip, more)."""
+        return self.length or sum(len(r.text) + 1 for r in self.raws or ())
 
 
 @dataclass(slots=True)
@@ -59,14 +64,10 @@ class Scanned:
     groups: list[str | None] = field(default_factory=list)
     tags: dict[int, str] = field(default_factory=dict)  # a record's own first tag
     ids: dict[int, str] = field(default_factory=dict)  # explicit ids
-    rejects: dict[int, tuple[str, str, bytes | None]] = field(default_factory=dict)
+    rejects: dict[int, str] = field(default_factory=dict)  # the reason
     token_errors: dict[int, str] = field(default_factory=dict)
     # A template that failed on a record's data: (index, message); the task stops there.
     contract_error: tuple[int, str] | None = None
-
-
-def _h64(data: bytes) -> int:
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
 class Scanner:
@@ -85,7 +86,7 @@ class Scanner:
                        for name, args in spec.items()]  # fmt: skip
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
-        self.seed_bytes = b"%d\x00" % recipe.seed
+        self.seed = recipe.seed
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
 
@@ -100,12 +101,12 @@ class Scanner:
             out.lines.append(line)
             out.spans.append(span)
             if raw is not None:  # not a JSON object: the reader's reason
-                self._reject(out, i, raw.error or "not a record", raw)
+                self._reject(out, i, raw.error or "not a record")
                 continue
             try:
                 done = self._record(out, i, seq0 + i, value, task, own_tags)
             except ContractError as exc:
-                out.contract_error = (i, f"{task.shown}:{line}: {exc}")
+                out.contract_error = (i, f"{task.path}:{line}: {exc}")
                 break
             if done is not None and self.count_tokens:
                 pending.append((i, *done))
@@ -113,7 +114,7 @@ class Scanner:
             counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
             for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
                 out.tokens[i] = len(full)
-                where = f"{task.shown}:{out.lines[i]}"
+                where = f"{task.path}:{out.lines[i]}"
                 problem = prefix_error(self.renderer, where, prompt, full)
                 if problem is not None:
                     out.token_errors[i] = problem
@@ -123,7 +124,8 @@ class Scanner:
     def _records(
         self, task: Task, data: bytes | None
     ) -> Iterator[tuple[int, int, Any, RawRecord | None]]:
-        """(line, span, parsed object, None) per record, or (line, 0, None, raw) for a bad one."""
+        """(line, span, parsed object, None) per record, or (line, span, None, raw) with the
+        reader's reason for one that is not a JSON object (span: 0 for records read here)."""
         if task.raws is not None:
             for raw in task.raws:
                 if raw.error is not None or raw.value is None:
@@ -151,16 +153,15 @@ class Scanner:
                 value = loads(piece)
             except orjson.JSONDecodeError:
                 value = None
+            span = start << 32 | len(piece)
             if type(value) is dict:
-                yield line, start << 32 | len(piece), value, None
+                yield line, span, value, None
             else:  # the exact reason, as the reader words it
-                yield line, 0, None, _parse_object(task.shown, line, piece)
+                yield line, span, None, _parse_object(task.path, line, piece)
 
-    def _reject(self, out: Scanned, i: int, reason: str, raw: RawRecord) -> None:
-        out.rejects[i] = (reason, raw.text, raw.blob)
-        self._blank(out)
-
-    def _blank(self, out: Scanned) -> None:
+    def _reject(self, out: Scanned, i: int, reason: str) -> None:
+        # Only the reason travels: the verbatim text is re-read from the span (or the raws).
+        out.rejects[i] = reason
         out.content.append(0)
         out.key.append(0)
         out.tokens.append(0)
@@ -178,19 +179,19 @@ class Scanner:
                 f"{self.retrieved}: {contract.ref} retrieves its exemplars itself "
                 f"(leave {self.retrieved!r} out, or use a version without retrieval)"
             )
-            self._reject_value(out, i, reason)
+            self._reject(out, i, reason)
             return None
         try:
             model = contract.validate(value)
             record, digest, rid = record_key(model)
             row, target, messages = self.renderer.render(model, rid)
         except RecordError as exc:
-            self._reject_value(out, i, str(exc))
+            self._reject(out, i, str(exc))
             return None
         own = getattr(model, "tags", None) if self.has_tags else None
         tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
         if tag is not None and not TAG_PATTERN.match(tag):
-            self._reject_value(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
+            self._reject(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
             return None
         mask = 0
         for bit, (check, args) in enumerate(self.checks):
@@ -206,7 +207,7 @@ class Scanner:
         if tag is not None:
             out.tags[i] = tag
         out.content.append(int.from_bytes(digest[:8], "big"))
-        out.key.append(_h64(self.seed_bytes + b"record\x00" + digest))
+        out.key.append(unit_key(self.seed, b"record", digest))
         out.tokens.append(0)
         out.mask.append(mask)
         # Records of an untagged input may carry their own tag; a tagged input tags them all.
@@ -215,35 +216,33 @@ class Scanner:
         if tag_json is None:
             tag_json = self.tag_json[name] = orjson.dumps(name)
         record_json = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        seed_bytes = self.seed_bytes
         spill = self.spill
         tail = b"%s\t%s\t%s\t%s" % (row, orjson.dumps(rid), tag_json, record_json)
-        spill.add(_h64(seed_bytes + b"shuffle\x00\x00" + digest), seq, 0, tail)
+        # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
+        spill.add(unit_key(self.seed, b"shuffle", b"\x00" + digest), seq, 0, tail)
         for copy in range(1, self.repeat.get(name, 1)):
-            spill.add(_h64(seed_bytes + b"shuffle\x00%d" % copy + digest), seq, copy, row)
+            spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
         return messages, row
-
-    def _reject_value(self, out: Scanned, i: int, reason: str) -> None:
-        # The verbatim text is re-read by the main process from the span (or its raws).
-        out.rejects[i] = (reason, "", None)
-        self._blank(out)
 
 
 def raw_text(task: Task, out: Scanned, i: int, data: bytes | None = None) -> tuple[str, str | None]:
-    """A record's verbatim text (and base64 of its bytes when not UTF-8), for rejects.jsonl."""
-    _, text, blob = out.rejects.get(i, ("", "", None))
-    if text or blob is not None:
-        return text, base64.b64encode(blob).decode("ascii") if blob is not None else None
+    """A record's verbatim text, and base64 of its bytes when they are not UTF-8 (the text
+    then shows them readably, with U+FFFD), for rejects.jsonl.
+
+    Args:
+        data: the task's bytes when the caller still has them (else they are re-read).
+    """
     if task.raws is not None:
         raw = task.raws[i]
-        b64 = base64.b64encode(raw.blob).decode("ascii") if raw.blob is not None else None
-        return raw.text, b64
-    span = out.spans[i]
-    start, length = task.start + (span >> 32), span & 0xFFFFFFFF
+        return raw.text, None if raw.blob is None else base64.b64encode(raw.blob).decode("ascii")
+    at, length = out.spans[i] >> 32, out.spans[i] & 0xFFFFFFFF
     if data is not None:
-        piece = data[span >> 32 : (span >> 32) + length]
+        piece = data[at : at + length]
     else:
         with open(task.path, "rb") as fh:
-            fh.seek(start)
+            fh.seek(task.start + at)
             piece = fh.read(length)
-    return piece.decode("utf-8"), None
+    try:
+        return piece.decode("utf-8"), None
+    except UnicodeDecodeError:
+        return piece.decode("utf-8", "replace"), base64.b64encode(piece).decode("ascii")

@@ -147,7 +147,6 @@ class SegmentEncoder:
     distinct piece once."""
 
     def __init__(self, fast: Any, added: dict[str, int]) -> None:
-        self.fast = fast
         self.added = added
         # Longest first: at one position the regex takes the longest token, as tokenizers does.
         tokens = sorted(added, key=lambda t: (-len(t), t))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -124,9 +125,7 @@ def bucket_output(
 
 
 def _pass_two(
-    tmp: Path,
-    buckets: Any,
-    plan: _Plan,
+    tmp: Path, buckets: Iterable[Bucket], plan: _Plan
 ) -> tuple[dict[str, dict[str, Any]], list[int]]:
     """Write the split files and records.jsonl from `buckets` (each bucket's output, in
     bucket order).
@@ -160,7 +159,9 @@ def _pass_two(
     return files, with_block
 
 
-def serial_buckets(spill: Spill, maps: Maps, rag: _RagRows | None, rag_field: str | None) -> Any:
+def serial_buckets(
+    spill: Spill, maps: Maps, rag: _RagRows | None, rag_field: str | None
+) -> Iterator[Bucket]:
     """Every bucket's output, formed in this process."""
     for lines in spill.buckets():
         yield bucket_output(lines, maps, rag, rag_field)

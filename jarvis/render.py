@@ -19,6 +19,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
 
+from jarvis.direct import DirectTemplate, compile_direct
 from jarvis.errors import ContractError, SpecialTokenError
 
 # Whitespace behaviour is explicit (never Jinja's defaults by accident) and is hashed into
@@ -61,6 +62,8 @@ class ContractLoader(jinja2.BaseLoader):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder.resolve()
+        # Each template's source as Jinja compiled it: the direct renderer compiles the same.
+        self.sources: dict[str, str] = {}
 
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         pieces = jinja2.loaders.split_template_path(template)
@@ -74,6 +77,7 @@ class ContractLoader(jinja2.BaseLoader):
         except UnicodeDecodeError as exc:
             raise ContractError(f"{path}: not UTF-8: {exc.reason} at byte {exc.start}") from exc
         mtime = path.stat().st_mtime
+        self.sources[template] = source
         return source, os.fspath(path), lambda: path.stat().st_mtime == mtime
 
 
@@ -242,6 +246,22 @@ def _globals(template: jinja2.Template) -> dict[str, Any]:
         return flat
 
 
+def _direct(template: jinja2.Template) -> DirectTemplate | None:
+    # Compiled at the first render from the source the loader gave Jinja for this template,
+    # and kept on the template object (a dict lookup per render, not a weak-key lookup).
+    try:
+        return template.jarvis_direct  # type: ignore[attr-defined,no-any-return]
+    except AttributeError:
+        pass
+    env, direct = template.environment, None
+    loader = env.loader
+    if type(env) is ContractEnvironment and isinstance(loader, ContractLoader):
+        if template.name is not None and not env.finalize and not env.autoescape:
+            direct = compile_direct(env, template.name, loader.sources)
+    template.jarvis_direct = direct  # type: ignore[attr-defined]
+    return direct
+
+
 def render_template(template: jinja2.Template, context: Mapping[str, Any], *, where: str) -> str:
     """Render one compiled template, converting Jinja errors to `ContractError`.
 
@@ -256,6 +276,13 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
     Raises:
         ContractError: the template failed (undefined attribute, sandbox violation).
     """
+    direct = _direct(template)
+    if direct is not None and direct.useful:
+        direct.renders += 1
+        try:
+            return direct.render(context)
+        except Exception:  # Fallback, or anything odd: Jinja gives the output or the error
+            direct.fallbacks += 1
     _BUDGET.left = MAX_ITERATIONS
     try:
         # Template.render copies the globals into a fresh context on every call; merging them

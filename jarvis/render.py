@@ -307,8 +307,11 @@ class SpecialTokenPolicy:
         tokens = sorted(set(CONTROL_STRINGS) | {t for t in extra if t}, key=lambda t: (-len(t), t))
         self.tokens = tuple(tokens)
         self._pattern = re.compile("|".join(re.escape(t) for t in self.tokens))
-        # Fast path: most text has none of the first characters of any control string.
-        self._first_chars = frozenset(t[0] for t in self.tokens)
+        # Fast path: most text has none of the first characters of any control string (a
+        # substring test per character: a few of them, each a C scan of the text).
+        firsts = sorted({t[0] for t in self.tokens})
+        self._first_chars = tuple(firsts) if len(firsts) <= 8 else ()
+        self._first_set = frozenset(firsts) if len(firsts) > 8 else None
 
     def with_tokens(self, extra: Iterable[str]) -> SpecialTokenPolicy:
         """Return a policy that also covers `extra` (e.g. a tokenizer's special tokens)."""
@@ -316,8 +319,15 @@ class SpecialTokenPolicy:
 
     def find(self, text: str) -> str | None:
         """Return the first control string found in `text`, or None."""
-        if self._first_chars.isdisjoint(text):
-            return None
+        if self._first_set is not None:
+            if self._first_set.isdisjoint(text):
+                return None
+        else:
+            for char in self._first_chars:
+                if char in text:
+                    break
+            else:
+                return None
         match = self._pattern.search(text)
         return match.group(0) if match else None
 

@@ -53,8 +53,17 @@ def parse_split(value: str | Sequence[float]) -> tuple[float, float, float]:
 
 def unit_key(seed: int, kind: bytes, data: bytes) -> int:
     """Return the 64-bit ranking key of a unit: sha256 of the seed, its kind and its content."""
-    digest = hashlib.sha256(b"%d\x00%s\x00%s" % (seed, kind, data)).digest()
-    return int.from_bytes(digest[:8], "big")
+    return prefixed_key(unit_key_prefix(seed, kind), data)
+
+
+def unit_key_prefix(seed: int, kind: bytes) -> bytes:
+    """What `unit_key` hashes before the data (a hot loop keeps it: `prefixed_key`)."""
+    return b"%d\x00%s\x00" % (seed, kind)
+
+
+def prefixed_key(prefix: bytes, data: bytes) -> int:
+    """`unit_key` from its prefix: the first 8 bytes of sha256(prefix + data), big-endian."""
+    return int.from_bytes(hashlib.sha256(prefix + data).digest()[:8], "big")
 
 
 def _round(x: float) -> int:

@@ -25,7 +25,7 @@ from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.schemas import record_key
-from jarvis.splits import unit_key
+from jarvis.splits import prefixed_key, unit_key, unit_key_prefix
 
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
@@ -87,6 +87,8 @@ class Scanner:
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
         self.seed = recipe.seed
+        self.record_prefix = unit_key_prefix(recipe.seed, b"record")
+        self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle") + b"\x00"  # copy 0
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
 
@@ -147,7 +149,7 @@ class Scanner:
                 piece, start = piece[3:], start + 3
             if piece.endswith(b"\r"):
                 piece = piece[:-1]
-            if not piece.strip(_WS):
+            if piece[:1] != b"{" and not piece.strip(_WS):  # (no copy for a record's line)
                 continue
             try:
                 value = loads(piece)
@@ -207,7 +209,7 @@ class Scanner:
         if tag is not None:
             out.tags[i] = tag
         out.content.append(int.from_bytes(digest[:8], "big"))
-        out.key.append(unit_key(self.seed, b"record", digest))
+        out.key.append(prefixed_key(self.record_prefix, digest))
         out.tokens.append(0)
         out.mask.append(mask)
         # Records of an untagged input may carry their own tag; a tagged input tags them all.
@@ -219,7 +221,7 @@ class Scanner:
         spill = self.spill
         tail = b"%s\t%s\t%s\t%s" % (row, orjson.dumps(rid), tag_json, record_json)
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
-        spill.add(unit_key(self.seed, b"shuffle", b"\x00" + digest), seq, 0, tail)
+        spill.add(prefixed_key(self.shuffle_prefix, digest), seq, 0, tail)
         for copy in range(1, self.repeat.get(name, 1)):
             spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
         return messages, row

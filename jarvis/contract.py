@@ -38,7 +38,7 @@ from jarvis.render import (
     make_environment,
     render_template,
 )
-from jarvis.schemas import Record, dump, read_schema_source, resolve_schema
+from jarvis.schemas import Record, dump, json_native, read_schema_source, resolve_schema
 
 ENV_ROOT = "JARVIS_ROOT"
 LOCK_FILE = "contracts.lock"
@@ -241,6 +241,10 @@ class Contract:
         return tuple(f for f in self.schema.model_fields if f not in meta)
 
     @cached_property
+    def _json_native(self) -> bool:
+        return json_native(self.schema)
+
+    @cached_property
     def _rendered_set(self) -> set[str]:
         return set(self.rendered_fields)
 
@@ -329,15 +333,24 @@ class Contract:
         *,
         with_target: bool,
         policy: SpecialTokenPolicy | None = None,
+        dumped: Mapping[str, Any] | None = None,
     ) -> list[dict[str, str]]:
         """Render a record as chat messages: system, user, and optionally the assistant target.
+
+        Args:
+            dumped: the record's `record_key` dump, when the caller has it: for a schema of
+                JSON-native fields (`schemas.json_native`) the values rendered are taken from
+                it instead of a second dump (render-dataset's hot loop).
 
         Raises:
             SpecialTokenError: a value holds a control string (refuse policy); names the field.
             RecordError: `with_target` and the record has no target.
         """
         policy = policy or self._policy
-        data = dump(record, include=self._rendered_set)
+        if dumped is not None and self._json_native:
+            data = {field: dumped.get(field) for field in self.rendered_fields}
+        else:
+            data = dump(record, include=self._rendered_set)
         if policy.mode == "escape":
             data = policy.apply(data)
         context = {**self.spec.parameters, **data}

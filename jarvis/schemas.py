@@ -12,6 +12,7 @@ import hashlib
 import re
 import sys
 import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -57,6 +58,68 @@ def dump(model: BaseModel, **options: Any) -> dict[str, Any]:
     if serializer is None:
         return model.model_dump(**options)
     return serializer.to_python(model, **options)  # type: ignore[no-any-return]
+
+
+def json_native(schema: type[BaseModel]) -> bool:
+    """Whether `record_key`'s JSON dump (nulls left out) holds the same top-level values as
+    the Python dump a template renders: every field a string, int, bool, list or nested model
+    of such, a null only at the top level (where `.get` gives it back), and no serializer,
+    computed or excluded field anywhere. render-dataset then dumps each record once.
+
+    Args:
+        schema: a contract's input schema.
+    """
+    cached = _JSON_NATIVE.get(schema)
+    if cached is None:
+        cached = _JSON_NATIVE[schema] = _native_model(schema, top=True, seen=set())
+    return cached
+
+
+_JSON_NATIVE: dict[type[BaseModel], bool] = {}
+_CONSTRAINTS = ("annotated_types", "pydantic._internal._fields", "pydantic.types")
+
+
+def _native_model(model: type[BaseModel], *, top: bool, seen: set[type]) -> bool:
+    if model in seen:  # a recursive model: not worth proving
+        return False
+    seen.add(model)
+    try:
+        return _native_fields(model, top=top, seen=seen)
+    finally:
+        seen.discard(model)
+
+
+def _native_fields(model: type[BaseModel], *, top: bool, seen: set[type]) -> bool:
+    info = model.__pydantic_decorators__
+    if info.field_serializers or info.model_serializers or info.computed_fields:
+        return False
+    if model.model_dump is not BaseModel.model_dump:
+        return False
+    for field in model.model_fields.values():
+        if field.exclude or (not top and field.default is None):
+            return False
+        if any(type(m).__module__ not in _CONSTRAINTS for m in field.metadata):
+            return False
+        if not _native_type(field.annotation, nullable=top, seen=seen):
+            return False
+    return True
+
+
+def _native_type(kind: Any, *, nullable: bool, seen: set[type]) -> bool:
+    if kind in (str, int, bool):
+        return True
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and not nullable:
+            return False
+        return all(_native_type(a, nullable=False, seen=seen) for a in args if a is not type(None))
+    if origin is list and len(args) == 1:
+        return _native_type(args[0], nullable=False, seen=seen)
+    if origin is typing.Literal:
+        return all(type(a) in (str, int, bool) for a in args)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        return _native_model(kind, top=False, seen=seen)
+    return False
 
 
 def record_key(model: Record) -> tuple[dict[str, Any], bytes, str]:

@@ -63,9 +63,14 @@ class RowRenderer:
                 "without the system prompt it sees at runtime; use --format chat"
             )
 
-    def render(self, model: Record, rid: str) -> tuple[bytes, str, list[dict[str, str]]]:
-        """Return (row JSON, target text, messages)."""
-        messages = self.contract.messages(model, with_target=True, policy=self.policy)
+    def render(
+        self, model: Record, rid: str, dumped: dict[str, Any] | None = None
+    ) -> tuple[bytes, str, list[dict[str, str]]]:
+        """Return (row JSON, target text, messages); `dumped`: the record's `record_key`
+        dump, if the caller has it (`Contract.messages`)."""
+        messages = self.contract.messages(
+            model, with_target=True, policy=self.policy, dumped=dumped
+        )
         target = messages[-1]["content"]
         row: dict[str, Any]
         if self.format == "chat":

@@ -186,7 +186,7 @@ class Scanner:
         try:
             model = contract.validate(value)
             record, digest, rid = record_key(model)
-            row, target, messages = self.renderer.render(model, rid)
+            row, target, messages = self.renderer.render(model, rid, record)
         except RecordError as exc:
             self._reject(out, i, str(exc))
             return None

@@ -39,7 +39,8 @@ def _code_blocks(text: str) -> list[str]:
 
 def non_empty(text: str) -> tuple[bool, str]:
     """The text has a non-whitespace character."""
-    return (bool(text.strip()), "" if text.strip() else "empty output")
+    ok = bool(text.strip())
+    return (ok, "" if ok else "empty output")
 
 
 def max_words(text: str, *, limit: int) -> tuple[bool, str]:

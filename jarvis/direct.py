@@ -333,11 +333,21 @@ class DirectTemplate:
         self._function = function
         self.renders = 0
         self.fallbacks = 0
+        # False once most renders have needed Jinja anyway (trying first is then waste).
+        self.useful = True
 
-    @property
-    def useful(self) -> bool:
-        """False once most renders have needed Jinja anyway (trying first is then waste)."""
-        return self.renders < 256 or self.fallbacks * 2 < self.renders
+    def try_render(self, context: Mapping[str, Any]) -> str | None:
+        """`render`, or None where the render needs Jinja (counted)."""
+        self.renders += 1
+        out: list[str] = []
+        try:
+            self._function(context, out)
+        except Exception:  # Fallback, or anything odd: Jinja gives the output or the error
+            self.fallbacks += 1
+            if self.renders >= 256 and self.fallbacks * 2 >= self.renders:
+                self.useful = False
+            return None
+        return "".join(out)
 
     def render(self, context: Mapping[str, Any]) -> str:
         """The template's output for `context`, exactly as Jinja renders it.

@@ -278,11 +278,9 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
     """
     direct = _direct(template)
     if direct is not None and direct.useful:
-        direct.renders += 1
-        try:
-            return direct.render(context)
-        except Exception:  # Fallback, or anything odd: Jinja gives the output or the error
-            direct.fallbacks += 1
+        text = direct.try_render(context)
+        if text is not None:
+            return text
     _BUDGET.left = MAX_ITERATIONS
     try:
         # Template.render copies the globals into a fresh context on every call; merging them

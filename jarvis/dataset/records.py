@@ -416,19 +416,21 @@ def _pass_one(
         id_hits = dict(zip(id_hashes, found, strict=True))
         limit = out.count if out.contract_error is None else out.contract_error[0]
         rejects, ids, tags_of, token_errors = out.rejects, out.ids, out.tags, out.token_errors
+        lines, contents, keys, masks, groups = out.lines, out.content, out.key, out.mask, out.groups
+        # Counted here and added once (a failing run's counts are never reported).
+        item.records += limit
+        state.total += limit
+        dropped = 0
         for i in range(limit):
-            item.records += 1
-            state.total += 1
-            line = out.lines[i]
             if rejects and i in rejects:
                 item.rejected += 1
                 reason = rejects[i]
-                _reject(state, rejects_out, task.path, line, reason, raw_text(task, out, i, data))
+                raw = raw_text(task, out, i, data)
+                _reject(state, rejects_out, task.path, lines[i], reason, raw)
                 continue
-            content = out.content[i]
+            content = contents[i]
             if hits[i] or content in seen_now:
-                item.duplicates += 1
-                state.duplicates += 1
+                dropped += 1
                 continue
             explicit = ids.get(i) if ids else None
             if explicit is not None:
@@ -436,13 +438,13 @@ def _pass_one(
                 if id_hits[i] or state.ids.pending_has(id_hash):
                     item.rejected += 1
                     reason = f"id: {explicit!r} is used by another record"
-                    _reject(
-                        state, rejects_out, task.path, line, reason, raw_text(task, out, i, data)
-                    )
+                    raw = raw_text(task, out, i, data)
+                    _reject(state, rejects_out, task.path, lines[i], reason, raw)
                     continue
                 state.ids.add(id_hash)
             tokens = out.tokens[i]
             if tokenized:
+                line = lines[i]
                 if tokens > max_len:
                     if not drop_long:
                         raise TokenizationError(
@@ -470,10 +472,10 @@ def _pass_one(
             unit = len(state.tag_of)
             units[i] = unit
             state.tag_of.append(tag)
-            state.key_of.append(out.key[i])
+            state.key_of.append(keys[i])
             state.tokens_of.append(tokens)
-            state.checks_of.append(out.mask[i])
-            group = out.groups[i]
+            state.checks_of.append(masks[i])
+            group = groups[i]
             if group is None:
                 state.group_of.append(-1)
             else:
@@ -481,6 +483,8 @@ def _pass_one(
                 if gid == len(state.group_keys):
                     state.group_keys.append(unit_key(seed, b"group", group.encode()))
                 state.group_of.append(gid)
+        item.duplicates += dropped
+        state.duplicates += dropped
         if out.contract_error is not None:
             raise ContractError(out.contract_error[1])
         if progress is not None:

@@ -10,6 +10,7 @@ error by index. The rows themselves go straight to this process's spill files.
 from __future__ import annotations
 
 import base64
+import functools
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,8 +83,12 @@ class Scanner:
         self.has_id = "id" in contract.schema.model_fields
         self.has_tags = "tags" in contract.schema.model_fields
         self.group_field = contract.group_key
-        self.checks = [(CHECKS[name], args or {}) for spec in contract.spec.checks
-                       for name, args in spec.items()]  # fmt: skip
+        # (bit, check) with its arguments bound once.
+        named = [(name, args or {}) for spec in contract.spec.checks for name, args in spec.items()]
+        self.checks = [
+            (1 << bit, functools.partial(CHECKS[name], **args))
+            for bit, (name, args) in enumerate(named)
+        ]
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
         self.seed = recipe.seed
@@ -196,9 +201,9 @@ class Scanner:
             self._reject(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
             return None
         mask = 0
-        for bit, (check, args) in enumerate(self.checks):
-            if check(target, **args)[0]:
-                mask |= 1 << bit
+        for bit, check in self.checks:
+            if check(target)[0]:
+                mask |= bit
         if self.has_id:
             explicit = getattr(model, "id", None)
             if explicit is not None:

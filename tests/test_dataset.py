@@ -698,3 +698,29 @@ def test_seen_set_agrees_with_a_python_set() -> None:
         seen.settle()
     assert len(seen.sorted) > 0 and len(seen) == len(model)
     assert all(v in seen for v in rng.sample(sorted(model), 50)) and 5 not in seen
+
+
+def test_explicit_jobs_start_the_workers_first_and_an_early_error_stops_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    from jarvis.dataset.records import start_early
+
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
+    size = src.stat().st_size
+    contract = load_contract("reply@1")
+    # Only an explicit count over one process, for more than one task of input.
+    for jobs, nbytes in ((1, size), (None, size), (2, 4096)):
+        assert start_early(recipe(src), contract, jobs, nbytes) is None
+    pool = start_early(recipe(src), contract, 2, size)
+    assert pool is not None and len(multiprocessing.active_children()) >= 1
+    pool.shutdown(wait=True)
+    # The pool is up before this process builds its renderer; that failing stops it.
+    with pytest.raises(DatasetError, match="cannot keep the system prompt"):
+        render_dataset(recipe(src, format="completions"), tmp_path / "out", jobs=2)
+    assert multiprocessing.active_children() == [] and not (tmp_path / "out").exists()
+    one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
+    two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
+    assert one["files"] == two["files"]

@@ -15,7 +15,7 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
 from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
-from jarvis.dataset.records import Workers, _pass_one, _State
+from jarvis.dataset.records import Workers, _pass_one, _State, start_early
 from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import Scanner
@@ -99,35 +99,41 @@ def render_dataset(
     started = time.perf_counter()
     contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
     files = _collect_files(recipe, contract)
-    renderer = RowRenderer(contract, recipe)
-    startup = time.perf_counter() - started  # what a worker pays again before its first task
-    data = [s.path for s in recipe.input_specs()]
-    reads: list[str | os.PathLike[str]] = [
-        contract.root,
-        *([recipe.tokenizer] if recipe.tokenizer is not None else []),
-    ]
     size = sum(path.stat().st_size for _, path in files)
-    with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
-        spill = Spill(tmp / ".spill", bucket_count(size))
-        bar = _progress_bar(size) if progress and sys.stderr.isatty() else None
-        writer = spill.writer("main")
-        scanner = Scanner(contract, renderer, recipe, writer)
-        workers = Workers(
-            recipe, contract, scanner, spill, None if jobs == "auto" else max(1, jobs),
-            startup, size,
-        )  # fmt: skip
-        try:
-            manifest = _render_into(tmp, recipe, contract, renderer, files, spill, bar, workers)
-        except JarvisError as exc:
-            # The run fails, so `out` keeps its previous content, but the rejects that made
-            # it fail must stay readable: they move beside `out`.
-            kept = _keep_rejects(tmp / REJECTS, Path(out))
-            if kept is not None:
-                exc.args = (f"{exc}\n  the rejected records are in {kept}",)
-            raise
-        finally:
-            workers.close()
-            writer.close()
+    early = start_early(recipe, contract, None if jobs == "auto" else jobs, size)
+    try:
+        renderer = RowRenderer(contract, recipe)
+        startup = time.perf_counter() - started  # what a worker pays again before its first task
+        data = [s.path for s in recipe.input_specs()]
+        reads: list[str | os.PathLike[str]] = [
+            contract.root,
+            *([recipe.tokenizer] if recipe.tokenizer is not None else []),
+        ]
+        with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
+            spill = Spill(tmp / ".spill", bucket_count(size))
+            bar = _progress_bar(size) if progress and sys.stderr.isatty() else None
+            writer = spill.writer("main")
+            scanner = Scanner(contract, renderer, recipe, writer)
+            workers = Workers(
+                recipe, contract, scanner, spill, None if jobs == "auto" else max(1, jobs),
+                startup, size, early,
+            )  # fmt: skip
+            early = None  # the workers own the pool now
+            try:
+                manifest = _render_into(tmp, recipe, contract, renderer, files, spill, bar, workers)
+            except JarvisError as exc:
+                # The run fails, so `out` keeps its previous content, but the rejects that made
+                # it fail must stay readable: they move beside `out`.
+                kept = _keep_rejects(tmp / REJECTS, Path(out))
+                if kept is not None:
+                    exc.args = (f"{exc}\n  the rejected records are in {kept}",)
+                raise
+            finally:
+                workers.close()
+                writer.close()
+    finally:
+        if early is not None:  # failed before the workers took it
+            early.shutdown(wait=True, cancel_futures=True)
     return manifest
 
 

@@ -151,26 +151,68 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="jarvis-parent-watch", daemon=True).start()
 
 
-def _init_worker(recipe: Recipe, root: str, spill: Spill) -> None:
-    global _SCANNER, _SPILL
+def _init_worker(recipe: Recipe, root: str) -> None:
+    global _SCANNER
     _exit_with_parent()
-    _SPILL = spill
     contract = load_contract(recipe.contract, root=root)
-    writer = spill.writer(f"w{os.getpid()}")
-    _SCANNER = Scanner(contract, RowRenderer(contract, recipe), recipe, writer)
+    _SCANNER = Scanner(contract, RowRenderer(contract, recipe), recipe, None)
 
 
-def _scan_task(task: Task) -> Scanned:
+def _warm() -> None:
+    """Nothing: one per worker, submitted so that the pool starts them (and their loading)
+    at once instead of on demand."""
+
+
+def _worker_spill(folder: Path, buckets: int) -> Spill:
+    global _SPILL
+    if _SPILL is None or _SPILL.folder != folder:
+        _SPILL = Spill(folder, buckets, create=False)
+    return _SPILL
+
+
+def _scan_task(task: Task, folder: Path, buckets: int) -> Scanned:
     assert _SCANNER is not None
+    spill = _worker_spill(folder, buckets)
+    if _SCANNER.spill is None:
+        _SCANNER.spill = spill.writer(f"w{os.getpid()}")
     return _SCANNER.scan(task)
 
 
-def _bucket_task(i: int, folder: Path, rag_field: str | None) -> Bucket:
+def _bucket_task(i: int, folder: Path, buckets: int, maps: Path, rag_field: str | None) -> Bucket:
     global _MAPS
-    assert _SPILL is not None
-    if _MAPS is None or _MAPS[0] != folder:
-        _MAPS = folder, Maps.load(folder)
-    return bucket_output(_SPILL.bucket(i), _MAPS[1], None, rag_field)
+    spill = _worker_spill(folder, buckets)
+    if _MAPS is None or _MAPS[0] != maps:
+        _MAPS = maps, Maps.load(maps)
+    return bucket_output(spill.bucket(i), _MAPS[1], None, rag_field)
+
+
+def start_early(recipe: Recipe, contract: Contract, jobs: int | None, size: int) -> Executor | None:
+    """Start `jobs - 1` workers now, for an explicit `--jobs` and more than one task of
+    input: each loads the contract and the tokenizer (seconds with transformers) while this
+    process loads its own, instead of after.
+
+    Returns:
+        The pool for `Workers`, or None (auto, one process, or a single task).
+    """
+    if jobs is None or jobs < 2 or size <= TASK_BYTES:
+        return None
+    executor = _pool(recipe, contract, jobs - 1)
+    for _ in range(jobs - 1):
+        executor.submit(_warm)
+    return executor
+
+
+def _pool(recipe: Recipe, contract: Contract, n: int) -> Executor:
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=n,
+        # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
+        # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
+        mp_context=multiprocessing.get_context(_START_METHOD),
+        initializer=_init_worker,
+        initargs=(recipe, str(contract.root)),
+    )
 
 
 def cpus() -> int:
@@ -195,7 +237,7 @@ class Workers:
 
     def __init__(
         self, recipe: Recipe, contract: Contract, scanner: Scanner, spill: Spill,
-        jobs: int | None, startup: float, total_bytes: int,
+        jobs: int | None, startup: float, total_bytes: int, executor: Executor | None = None,
     ) -> None:  # fmt: skip
         self.recipe = recipe
         self.contract = contract
@@ -209,8 +251,8 @@ class Workers:
         self.warm = False
         self.busy = 0.0
         self.cpu = 0.0
-        self.executor: Executor | None = None
-        self.count = 0  # worker processes
+        self.executor: Executor | None = executor  # started early (`start_early`), or later
+        self.count = 0 if executor is None else (jobs or 1) - 1  # worker processes
 
     def _want_pool(self) -> int:
         """How many processes should scan from now on (1: this one alone)."""
@@ -228,17 +270,8 @@ class Workers:
         return n if saved > self.startup + self._SPAWN_SECONDS else 1
 
     def _start(self, n: int) -> Executor:
-        from concurrent.futures import ProcessPoolExecutor
-
         self.count = n
-        return ProcessPoolExecutor(
-            max_workers=n,
-            # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
-            # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
-            mp_context=multiprocessing.get_context(_START_METHOD),
-            initializer=_init_worker,
-            initargs=(self.recipe, str(self.contract.root), self.spill),
-        )
+        return _pool(self.recipe, self.contract, n)
 
     def _here(self, task: Task, data: bytes | None) -> Scanned:
         t, cpu = time.perf_counter(), time.process_time()
@@ -256,7 +289,11 @@ class Workers:
     ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
         """Yield each pass-1 task with its result, in task order."""
         return self._ordered(
-            tasks, lambda t: self._here(*t), lambda t: (_scan_task, (t[0],)), grow=True, depth=2
+            tasks,
+            lambda t: self._here(*t),
+            lambda t: (_scan_task, (t[0], self.spill.folder, self.spill.buckets_n)),
+            grow=True,
+            depth=2,
         )
 
     def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
@@ -271,7 +308,7 @@ class Workers:
             return bucket_output(spill.bucket(i), maps, None, rag_field)
 
         def remote(i: int) -> tuple[Callable[..., Bucket], tuple[Any, ...]]:
-            return _bucket_task, (i, folder, rag_field)
+            return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
 
         # A bucket's output is megabytes: at most one ahead per process.
         ordered = self._ordered(numbers, here, remote, grow=False, depth=1, limit=self.count + 1)

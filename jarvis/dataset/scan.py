@@ -75,11 +75,11 @@ class Scanner:
     """Runs tasks for one process: its own contract, renderer and spill files."""
 
     def __init__(
-        self, contract: Contract, renderer: RowRenderer, recipe: Recipe, spill: SpillWriter
+        self, contract: Contract, renderer: RowRenderer, recipe: Recipe, spill: SpillWriter | None
     ) -> None:
         self.contract = contract
         self.renderer = renderer
-        self.spill = spill
+        self.spill = spill  # a worker's is set with its first task
         self.has_id = "id" in contract.schema.model_fields
         self.has_tags = "tags" in contract.schema.model_fields
         self.group_field = contract.group_key
@@ -125,6 +125,7 @@ class Scanner:
                 problem = prefix_error(self.renderer, where, prompt, full)
                 if problem is not None:
                     out.token_errors[i] = problem
+        assert self.spill is not None
         self.spill.flush()
         return out
 
@@ -224,6 +225,7 @@ class Scanner:
             tag_json = self.tag_json[name] = orjson.dumps(name)
         record_json = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
         spill = self.spill
+        assert spill is not None
         tail = b"%s\t%s\t%s\t%s" % (row, orjson.dumps(rid), tag_json, record_json)
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         spill.add(prefixed_key(self.shuffle_prefix, digest), seq, 0, tail)

@@ -66,8 +66,9 @@ class SpillWriter:
 class Spill:
     """The spill folder: one `SpillWriter` per process, read back merged by bucket."""
 
-    def __init__(self, folder: Path, buckets: int) -> None:
-        folder.mkdir()
+    def __init__(self, folder: Path, buckets: int, *, create: bool = True) -> None:
+        if create:  # a worker opens the folder the main process made
+            folder.mkdir()
         self.folder = folder
         self.buckets_n = buckets
         # seq -> unit, one array per task (-1: not kept), filled by the main process.

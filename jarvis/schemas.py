@@ -129,10 +129,17 @@ def record_key(model: Record) -> tuple[dict[str, Any], bytes, str]:
         (its JSON dump without nulls, the sha256 of that dump with sorted keys (an explicit
         null counts as absent), its id: its own `id` field, else the digest's first 16 hex).
     """
+    record, digest, rid, _ = record_identity(model)
+    return record, digest, rid
+
+
+def record_identity(model: Record) -> tuple[dict[str, Any], bytes, str, bytes]:
+    """`record_key`, and the sorted-key JSON its digest hashes (render-dataset writes it)."""
     record = dump(model, mode="json", exclude_none=True)
-    digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).digest()
+    text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(text).digest()
     explicit = record.get("id") if "id" in type(model).__pydantic_fields__ else None
-    return record, digest, explicit if isinstance(explicit, str) else digest.hex()[:16]
+    return record, digest, explicit if isinstance(explicit, str) else digest.hex()[:16], text
 
 
 class Message(BaseModel):

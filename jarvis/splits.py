@@ -63,7 +63,12 @@ def unit_key_prefix(seed: int, kind: bytes) -> bytes:
 
 def prefixed_key(prefix: bytes, data: bytes) -> int:
     """`unit_key` from its prefix: the first 8 bytes of sha256(prefix + data), big-endian."""
-    return int.from_bytes(hashlib.sha256(prefix + data).digest()[:8], "big")
+    return int.from_bytes(prefixed_digest(prefix, data), "big")
+
+
+def prefixed_digest(prefix: bytes, data: bytes) -> bytes:
+    """`prefixed_key`'s 8 bytes (its big-endian encoding)."""
+    return hashlib.sha256(prefix + data).digest()[:8]
 
 
 def _round(x: float) -> int:

@@ -25,8 +25,8 @@ from jarvis.dataset.row import RowRenderer, prefix_error
 from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
-from jarvis.schemas import record_key
-from jarvis.splits import prefixed_key, unit_key, unit_key_prefix
+from jarvis.schemas import record_identity
+from jarvis.splits import prefixed_digest, prefixed_key, unit_key, unit_key_prefix
 
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
@@ -191,7 +191,7 @@ class Scanner:
             return None
         try:
             model = contract.validate(value)
-            record, digest, rid = record_key(model)
+            record, digest, rid, text = record_identity(model)
             row, target, messages = self.renderer.render(model, rid, record)
         except RecordError as exc:
             self._reject(out, i, str(exc))
@@ -205,11 +205,21 @@ class Scanner:
         for bit, check in self.checks:
             if check(target)[0]:
                 mask |= bit
+        # records.jsonl's record carries its id: `text` (the digest's JSON) has it already
+        # when it is the record's own, else it goes first when every key sorts after it.
+        rid_json = b'"%s"' % rid.encode()  # the digest's hex, unless explicit
         if self.has_id:
             explicit = getattr(model, "id", None)
             if explicit is not None:
                 out.ids[i] = explicit
-            record["id"] = rid
+            if explicit is not None and record.get("id") == rid:
+                rid_json = orjson.dumps(rid)
+            elif "id" not in record and record and min(record) > "id":
+                text = b'{"id":%s,%s' % (rid_json, text[1:])
+            else:
+                record["id"] = rid
+                text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+                rid_json = orjson.dumps(rid)
         group = getattr(model, self.group_field, None) if self.group_field else None
         out.groups.append(None if group is None else str(group))
         if tag is not None:
@@ -223,12 +233,12 @@ class Scanner:
         tag_json = self.tag_json.get(name)
         if tag_json is None:
             tag_json = self.tag_json[name] = orjson.dumps(name)
-        record_json = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
         spill = self.spill
         assert spill is not None
-        tail = b"%s\t%s\t%s\t%s" % (row, orjson.dumps(rid), tag_json, record_json)
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
-        spill.add(prefixed_key(self.shuffle_prefix, digest), seq, 0, tail)
+        spill.add_record(
+            prefixed_digest(self.shuffle_prefix, digest), seq, row, rid_json, tag_json, text
+        )
         for copy in range(1, self.repeat.get(name, 1)):
             spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
         return messages, row

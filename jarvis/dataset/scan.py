@@ -117,6 +117,7 @@ class Scanner:
                 break
             if done is not None and self.count_tokens:
                 pending.append((i, *done))
+        out.tokens = array("I", [0]) * out.count  # counted below when a tokenizer is given
         if pending:
             counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
             for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
@@ -172,7 +173,6 @@ class Scanner:
         out.rejects[i] = reason
         out.content.append(0)
         out.key.append(0)
-        out.tokens.append(0)
         out.mask.append(0)
         out.groups.append(None)
 
@@ -226,7 +226,6 @@ class Scanner:
             out.tags[i] = tag
         out.content.append(int.from_bytes(digest[:8], "big"))
         out.key.append(prefixed_key(self.record_prefix, digest))
-        out.tokens.append(0)
         out.mask.append(mask)
         # Records of an untagged input may carry their own tag; a tagged input tags them all.
         name = tag if own_tags and tag is not None and tag != task.tag else task.tag
@@ -239,8 +238,9 @@ class Scanner:
         spill.add_record(
             prefixed_digest(self.shuffle_prefix, digest), seq, row, rid_json, tag_json, text
         )
-        for copy in range(1, self.repeat.get(name, 1)):
-            spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
+        if self.repeat:
+            for copy in range(1, self.repeat.get(name, 1)):
+                spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
         return messages, row
 
 

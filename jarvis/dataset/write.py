@@ -103,12 +103,14 @@ def bucket_output(
         if unit < 0:
             continue  # a duplicate, or a record the main process rejected
         s = split_of[unit]
-        payload = line[33:]
-        if line[28:32] != b"0000":  # a --repeat copy: train only
+        # One split of the line: its head (key, seq, copy), then the payload's fields (JSON
+        # escapes every tab inside them).
+        parts = line.split(b"\t")
+        if parts[0][28:32] != b"0000":  # a --repeat copy (its payload is the row): train only
             if s == TRAIN:
-                rows[s].append(payload if rag is None else rag.get(unit)[0])
+                rows[s].append(parts[1] if rag is None else rag.get(unit)[0])
             continue
-        row, rid, tag, record = payload.split(b"\t")
+        _, row, rid, tag, record = parts
         if rag is not None:
             row, record = rag.get(unit)
         entries.append(
@@ -117,11 +119,12 @@ def bucket_output(
         if needle is not None and needle in record:
             with_block[s] += 1
         rows[s].append(row)
-    return Bucket(
-        [(b"\n".join(r) + b"\n" if r else b"", len(r)) for r in rows],
-        (b"\n".join(entries) + b"\n" if entries else b"", len(entries)),
-        with_block,
-    )
+    return Bucket([(_lines(r), len(r)) for r in rows], (_lines(entries), len(entries)), with_block)
+
+
+def _lines(items: list[bytes]) -> bytes:
+    # One join with the last newline (joining, then adding it, copies the bucket twice).
+    return b"\n".join([*items, b""]) if items else b""
 
 
 def _pass_two(

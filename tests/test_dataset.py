@@ -724,3 +724,29 @@ def test_explicit_jobs_start_the_workers_first_and_an_early_error_stops_them(
     one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
     two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
     assert one["files"] == two["files"]
+
+
+def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small tasks: duplicates within a task, across tasks (sorted and still pending) and
+    # across files, threads spanning tasks, two tagged inputs and one with records of its own
+    # tag (that task takes the record-by-record path).
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 2048)
+    rng = random.Random(7)
+    picks = [rng.randrange(900) for _ in range(3000)]
+    rows = [reply(k, thread=f"t{k % 120}") for k in picks]
+    a = write_jsonl(tmp_path / "a.jsonl", rows[:2000])
+    b = write_jsonl(tmp_path / "b.jsonl", rows[1500:] + [reply(5, tags=["own"])])
+    settings = {"min_split_rows": 1}
+    outs = []
+    for fast in (True, False):
+        monkeypatch.setattr("jarvis.dataset.records.FAST_COMMIT", fast)
+        out = tmp_path / f"out-{fast}"
+        manifest = render_dataset(recipe(f"x={a}", f"y={b}", **settings), out, jobs=1)
+        outs.append((manifest, {f: (out / f).read_bytes() for f in OUT_FILES}))
+    (fast_manifest, fast_files), (slow_manifest, slow_files) = outs
+    assert fast_files == slow_files
+    for key in ("records", "duplicates", "inputs", "splits"):
+        assert fast_manifest[key] == slow_manifest[key]
+    assert fast_manifest["duplicates"] > 1000

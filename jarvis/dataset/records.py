@@ -310,8 +310,11 @@ class Workers:
         def remote(i: int) -> tuple[Callable[..., Bucket], tuple[Any, ...]]:
             return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
 
-        # A bucket's output is megabytes: at most one ahead per process.
-        ordered = self._ordered(numbers, here, remote, grow=False, depth=1, limit=self.count + 1)
+        # A bucket's output is megabytes: at most two ahead per worker. Two keep a worker
+        # busy while this process writes and hashes, so it forms a third of them, not half.
+        ordered = self._ordered(
+            numbers, here, remote, grow=False, depth=2, limit=2 * self.count + 1
+        )
         for _, bucket in ordered:
             yield bucket
 
@@ -573,8 +576,8 @@ def _commit_plain(
     fresh = np.flatnonzero(~hits)
     pending = state.seen.pending
     if pending:  # added since the last settle: a member, though not in the sorted array
-        known = np.fromiter(pending, dtype=np.uint64, count=len(pending))
-        fresh = fresh[~np.isin(content[fresh], known)]
+        new = [value not in pending for value in content[fresh].tolist()]
+        fresh = fresh[np.array(new, dtype=bool)] if new else fresh
     # Within the task, a value's first record is kept (np.unique: the first index of each).
     _, first = np.unique(content[fresh], return_index=True)
     kept = fresh[np.sort(first)]
@@ -587,15 +590,12 @@ def _commit_plain(
     state.tokens_of.frombytes(bytes(4 * len(kept)))
     state.checks_of.frombytes(np.frombuffer(out.mask, dtype=np.uint64)[kept].tobytes())
     groups, gid_of, keys = out.groups, state.groups, state.group_keys
-    for i in kept.tolist():
-        group = groups[i]
-        if group is None:
-            state.group_of.append(-1)
-            continue
-        gid = gid_of.setdefault(group, len(gid_of))
-        if gid == len(keys):
-            keys.append(unit_key(seed, b"group", group.encode()))
-        state.group_of.append(gid)
+    new_id = gid_of.setdefault
+    members = [groups[i] for i in kept.tolist()]
+    state.group_of.extend([-1 if g is None else new_id(g, len(gid_of)) for g in members])
+    # Groups met for the first time, in id order (a dict keeps insertion order).
+    for name in itertools.islice(gid_of, len(keys), None):
+        keys.append(unit_key(seed, b"group", name.encode()))
     return len(kept)
 
 

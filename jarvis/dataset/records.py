@@ -27,7 +27,7 @@ from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import TASK_BYTES, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
-from jarvis.dataset.write import Bucket, Maps, bucket_output, serial_buckets
+from jarvis.dataset.write import Bucket, Maps, ParkedBucket, bucket_output, serial_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
 from jarvis.files import sha256_file
 from jarvis.inputs import DEFAULT_TAG, InputSpec, RawRecord, iter_file, plain_lines
@@ -178,12 +178,14 @@ def _scan_task(task: Task, folder: Path, buckets: int) -> Scanned:
     return _SCANNER.scan(task)
 
 
-def _bucket_task(i: int, folder: Path, buckets: int, maps: Path, rag_field: str | None) -> Bucket:
+def _bucket_task(
+    i: int, folder: Path, buckets: int, maps: Path, rag_field: str | None
+) -> ParkedBucket:
     global _MAPS
     spill = _worker_spill(folder, buckets)
     if _MAPS is None or _MAPS[0] != maps:
         _MAPS = maps, Maps.load(maps)
-    return bucket_output(spill.bucket(i), _MAPS[1], None, rag_field)
+    return bucket_output(spill.bucket(i), _MAPS[1], None, rag_field).park(maps / f"{i:03d}.out")
 
 
 def start_early(recipe: Recipe, contract: Contract, jobs: int | None, size: int) -> Executor | None:
@@ -293,7 +295,7 @@ class Workers:
             lambda t: self._here(*t),
             lambda t: (_scan_task, (t[0], self.spill.folder, self.spill.buckets_n)),
             grow=True,
-            depth=2,
+            depth=3,
         )
 
     def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
@@ -307,16 +309,16 @@ class Workers:
         def here(i: int) -> Bucket:
             return bucket_output(spill.bucket(i), maps, None, rag_field)
 
-        def remote(i: int) -> tuple[Callable[..., Bucket], tuple[Any, ...]]:
+        def remote(i: int) -> tuple[Callable[..., ParkedBucket], tuple[Any, ...]]:
             return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
 
         # A bucket's output is megabytes: at most two ahead per worker. Two keep a worker
         # busy while this process writes and hashes, so it forms a third of them, not half.
-        ordered = self._ordered(
+        ordered: Iterator[tuple[int, Bucket | ParkedBucket]] = self._ordered(
             numbers, here, remote, grow=False, depth=2, limit=2 * self.count + 1
         )
         for _, bucket in ordered:
-            yield bucket
+            yield bucket.load() if isinstance(bucket, ParkedBucket) else bucket
 
     def _ordered(
         self,

@@ -750,3 +750,36 @@ def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(
     for key in ("records", "duplicates", "inputs", "splits"):
         assert fast_manifest[key] == slow_manifest[key]
     assert fast_manifest["duplicates"] > 1000
+
+
+def test_the_main_process_takes_back_queued_work_at_the_end() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jarvis.dataset.records import Workers
+
+    gate, ran = threading.Event(), []
+
+    def remote(x: int) -> int:  # the worker: stuck on its first item until the gate opens
+        gate.wait(10)
+        ran.append(("worker", x))
+        return x * 10
+
+    def here(x: int) -> int:
+        ran.append(("here", x))
+        if x == 1:  # the last item it takes back
+            gate.set()
+        return x * 10
+
+    workers = Workers.__new__(Workers)  # just the scheduling, over a thread "worker"
+    workers.executor, workers.count = ThreadPoolExecutor(1), 1
+    try:
+        done = list(
+            workers._ordered(iter(range(8)), here, lambda x: (remote, (x,)), grow=False, depth=3)
+        )
+    finally:
+        workers.executor.shutdown(wait=True)
+    assert done == [(x, x * 10) for x in range(8)]  # in order, whoever ran them
+    # Items 1 and 2 were queued for the worker but not started: they ran here instead.
+    assert ("here", 1) in ran and ("here", 2) in ran and ran.count(("worker", 0)) == 1
+    assert not any(who == "worker" and x in (1, 2) for who, x in ran)

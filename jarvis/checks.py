@@ -124,6 +124,29 @@ CHECKS: dict[str, CheckFn] = {
 }
 
 
+# The verdict alone, for the checks a training target is scored by most: render-dataset
+# needs only pass or fail, and the detail string costs as much as the check.
+_VERDICTS: dict[str, Callable[..., bool]] = {
+    "max_words": lambda text, *, limit: len(text.split()) <= limit,
+    "no_newlines": lambda text: "\n" not in text.strip(),
+    "non_empty": lambda text: bool(text.strip()),
+}
+
+
+def verdict(name: str, args: Mapping[str, Any]) -> Callable[[str], bool]:
+    """Whether a text passes check `name` with `args`: `CHECKS[name](text, **args)[0]`.
+
+    Args:
+        name: a check's name (`validate_check_specs` has accepted it).
+        args: its arguments.
+    """
+    fast = _VERDICTS.get(name)
+    if fast is not None:
+        return functools.partial(fast, **args)
+    check = functools.partial(CHECKS[name], **args)
+    return lambda text: check(text)[0]
+
+
 def validate_check_specs(specs: Sequence[Mapping[str, Mapping[str, Any]]], *, where: str) -> None:
     """Check that each spec names a known check with arguments it accepts.
 

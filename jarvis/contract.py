@@ -348,7 +348,8 @@ class Contract:
         """
         policy = policy or self._policy
         if dumped is not None and self._json_native:
-            data = {field: dumped.get(field) for field in self.rendered_fields}
+            fields = self.rendered_fields
+            data = dict(zip(fields, map(dumped.get, fields), strict=True))
         else:
             data = dump(record, include=self._rendered_set)
         if policy.mode == "escape":

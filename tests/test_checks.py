@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from jarvis.checks import run_checks
 from jarvis.contract import load_contract
 
@@ -59,3 +62,18 @@ def test_reply_checks() -> None:
         "detail": "41 words (limit 40)",
     }
     assert not run_checks("   ", checks)[0].passed
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=" \n\tab#`()\u00a0\u2028x", max_size=30), limit=st.integers(0, 6))
+def test_the_verdict_is_the_checks_pass_or_fail(text: str, limit: int) -> None:
+    from jarvis.checks import CHECKS, verdict
+
+    args = {
+        "max_words": {"limit": limit},
+        "sections": {"required": ["# a"]},
+        "docstring_sections": {"required": ["Args:"]},
+    }
+    for name, check in CHECKS.items():
+        given_args = args.get(name, {})
+        assert verdict(name, given_args)(text) is check(text, **given_args)[0], name

@@ -10,7 +10,6 @@ error by index. The rows themselves go straight to this process's spill files.
 from __future__ import annotations
 
 import base64
-import functools
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from jarvis.checks import CHECKS
+from jarvis.checks import verdict
 from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.row import RowRenderer, prefix_error
@@ -83,12 +82,9 @@ class Scanner:
         self.has_id = "id" in contract.schema.model_fields
         self.has_tags = "tags" in contract.schema.model_fields
         self.group_field = contract.group_key
-        # (bit, check) with its arguments bound once.
+        # (bit, pass or fail) with its arguments bound once.
         named = [(name, args or {}) for spec in contract.spec.checks for name, args in spec.items()]
-        self.checks = [
-            (1 << bit, functools.partial(CHECKS[name], **args))
-            for bit, (name, args) in enumerate(named)
-        ]
+        self.checks = [(1 << bit, verdict(name, args)) for bit, (name, args) in enumerate(named)]
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
         self.seed = recipe.seed
@@ -202,8 +198,8 @@ class Scanner:
             self._reject(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
             return None
         mask = 0
-        for bit, check in self.checks:
-            if check(target)[0]:
+        for bit, passes in self.checks:
+            if passes(target):
                 mask |= bit
         # records.jsonl's record carries its id: `text` (the digest's JSON) has it already
         # when it is the record's own, else it goes first when every key sorts after it.

@@ -37,21 +37,39 @@ def _code_blocks(text: str) -> list[str]:
     return _FENCE.findall(text)
 
 
+# The verdicts of the simple checks, each defined once: the check adds its detail to it, and
+# render-dataset, which needs only pass or fail, calls it alone (`verdict`).
+def _has_text(text: str) -> bool:
+    return bool(text.strip())
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+def _within_words(text: str, *, limit: int) -> bool:
+    return _word_count(text) <= limit
+
+
+def _one_line(text: str) -> bool:
+    return "\n" not in text.strip()
+
+
 def non_empty(text: str) -> tuple[bool, str]:
     """The text has a non-whitespace character."""
-    ok = bool(text.strip())
+    ok = _has_text(text)
     return (ok, "" if ok else "empty output")
 
 
 def max_words(text: str, *, limit: int) -> tuple[bool, str]:
     """The text has at most `limit` words."""
-    n = len(text.split())
+    n = _word_count(text)
     return (n <= limit, f"{n} words (limit {limit})")
 
 
 def no_newlines(text: str) -> tuple[bool, str]:
     """The text is a single line (a text message, not a paragraph)."""
-    ok = "\n" not in text.strip()
+    ok = _one_line(text)
     return (ok, "" if ok else "contains a line break")
 
 
@@ -124,12 +142,11 @@ CHECKS: dict[str, CheckFn] = {
 }
 
 
-# The verdict alone, for the checks a training target is scored by most: render-dataset
-# needs only pass or fail, and the detail string costs as much as the check.
+# The detail string costs as much as these checks: render-dataset scores by the verdict.
 _VERDICTS: dict[str, Callable[..., bool]] = {
-    "max_words": lambda text, *, limit: len(text.split()) <= limit,
-    "no_newlines": lambda text: "\n" not in text.strip(),
-    "non_empty": lambda text: bool(text.strip()),
+    "max_words": _within_words,
+    "no_newlines": _one_line,
+    "non_empty": _has_text,
 }
 
 

@@ -38,7 +38,14 @@ from jarvis.render import (
     make_environment,
     render_template,
 )
-from jarvis.schemas import Record, dump, json_native, read_schema_source, resolve_schema
+from jarvis.schemas import (
+    Record,
+    dump,
+    json_native,
+    read_schema_source,
+    resolve_schema,
+    validator,
+)
 
 ENV_ROOT = "JARVIS_ROOT"
 LOCK_FILE = "contracts.lock"
@@ -241,10 +248,6 @@ class Contract:
         return tuple(f for f in self.schema.model_fields if f not in meta)
 
     @cached_property
-    def _json_native(self) -> bool:
-        return json_native(self.schema)
-
-    @cached_property
     def _rendered_set(self) -> set[str]:
         return set(self.rendered_fields)
 
@@ -287,24 +290,13 @@ class Contract:
             RecordError: names the first failing field, e.g. `messages[0].sender`.
         """
         try:
-            return self._validate(record)  # type: ignore[no-any-return]
+            return validator(self.schema)(record)  # type: ignore[no-any-return]
         except ValidationError as exc:
             raise _record_error(exc) from exc
 
     @cached_property
-    def _validate(self) -> Any:
-        # model_validate is a thin wrapper over the validator; the direct call is the same
-        # validation a microsecond sooner, unless the schema overrides model_validate.
-        if self.schema.model_validate.__func__ is Record.model_validate.__func__:  # type: ignore[attr-defined]
-            return self.schema.__pydantic_validator__.validate_python
-        return self.schema.model_validate
-
-    def _where(self, role: str) -> str:
-        """A role's template file as error messages name it (`prompts/reply/v1/user.j2`)."""
-        return self._wheres[role]
-
-    @cached_property
     def _wheres(self) -> dict[str, str]:
+        """Each role's template file as error messages name it (`prompts/reply/v1/user.j2`)."""
         return {
             role: f"prompts/{self.name}/v{self.version}/{getattr(self.spec.templates, role)}"
             for role in ("system", "user", "assistant")
@@ -325,7 +317,7 @@ class Contract:
         template = self._templates.get("assistant")
         if template is None or self._target_passthrough:
             return target if type(target) is str else str(target)
-        return render_template(template, context, where=self._where("assistant"))
+        return render_template(template, context, where=self._wheres["assistant"])
 
     def messages(
         self,
@@ -347,7 +339,7 @@ class Contract:
             RecordError: `with_target` and the record has no target.
         """
         policy = policy or self._policy
-        if dumped is not None and self._json_native:
+        if dumped is not None and json_native(self.schema):
             fields = self.rendered_fields
             data = dict(zip(fields, map(dumped.get, fields), strict=True))
         else:

@@ -8,11 +8,13 @@ it runs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,17 +36,25 @@ class Record(BaseModel):
     TARGET_FIELD: ClassVar[str] = ""
 
 
+# pydantic's model_validate and model_dump are thin wrappers over the class's validator and
+# serializer; calling those directly is the same work a microsecond sooner (render-dataset
+# validates and dumps every record). A schema that overrides either keeps its own.
+@functools.cache
+def validator(schema: type[BaseModel]) -> Callable[[Any], Any]:
+    """`schema.model_validate`, or the validator it wraps when the schema does not override it.
+
+    Args:
+        schema: a record schema (the cache holds one entry per class).
+    """
+    own = getattr(schema.model_validate, "__func__", None)
+    if own is getattr(BaseModel.model_validate, "__func__", None):
+        return schema.__pydantic_validator__.validate_python
+    return schema.model_validate
+
+
+@functools.cache
 def _serializer(kind: type[BaseModel]) -> Any:
-    # pydantic's model_dump is a thin wrapper over the class's serializer; calling that
-    # directly is the same dump a microsecond sooner (the hot loop dumps every record
-    # twice). A schema that overrides model_dump keeps its own.
-    plain = _PLAIN_DUMP.get(kind)
-    if plain is None:
-        plain = _PLAIN_DUMP[kind] = kind.model_dump is BaseModel.model_dump
-    return kind.__pydantic_serializer__ if plain else None
-
-
-_PLAIN_DUMP: dict[type[BaseModel], bool] = {}
+    return kind.__pydantic_serializer__ if kind.model_dump is BaseModel.model_dump else None
 
 
 def dump(model: BaseModel, **options: Any) -> dict[str, Any]:
@@ -60,6 +70,7 @@ def dump(model: BaseModel, **options: Any) -> dict[str, Any]:
     return serializer.to_python(model, **options)  # type: ignore[no-any-return]
 
 
+@functools.cache
 def json_native(schema: type[BaseModel]) -> bool:
     """Whether `record_key`'s JSON dump (nulls left out) holds the same top-level values as
     the Python dump a template renders: every field a string, int, bool, list or nested model
@@ -69,13 +80,9 @@ def json_native(schema: type[BaseModel]) -> bool:
     Args:
         schema: a contract's input schema.
     """
-    cached = _JSON_NATIVE.get(schema)
-    if cached is None:
-        cached = _JSON_NATIVE[schema] = _native_model(schema, top=True, seen=set())
-    return cached
+    return _native_model(schema, top=True, seen=set())
 
 
-_JSON_NATIVE: dict[type[BaseModel], bool] = {}
 _CONSTRAINTS = ("annotated_types", "pydantic._internal._fields", "pydantic.types")
 
 
@@ -93,7 +100,7 @@ def _native_fields(model: type[BaseModel], *, top: bool, seen: set[type]) -> boo
     info = model.__pydantic_decorators__
     if info.field_serializers or info.model_serializers or info.computed_fields:
         return False
-    if model.model_dump is not BaseModel.model_dump:
+    if _serializer(model) is None:  # its own model_dump
         return False
     for field in model.model_fields.values():
         if field.exclude or (not top and field.default is None):

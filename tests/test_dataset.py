@@ -783,3 +783,54 @@ def test_the_main_process_takes_back_queued_work_at_the_end() -> None:
     # Items 1 and 2 were queued for the worker but not started: they ran here instead.
     assert ("here", 1) in ran and ("here", 2) in ran and ran.count(("worker", 0)) == 1
     assert not any(who == "worker" and x in (1, 2) for who, x in ran)
+
+
+def test_an_error_in_work_taken_back_comes_after_the_items_before_it() -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jarvis.dataset.records import Workers
+
+    gate = threading.Event()
+
+    def remote(x: int) -> int:
+        gate.wait(10)
+        return x * 10
+
+    def here(x: int) -> int:
+        if x == 2:  # the first item taken back from the worker's queue fails
+            gate.set()
+            raise DatasetError("item 2 is bad")
+        return x * 10
+
+    workers = Workers.__new__(Workers)
+    workers.executor, workers.count = ThreadPoolExecutor(1), 1
+    done: list[tuple[int, int]] = []
+    try:
+        with pytest.raises(DatasetError, match="item 2 is bad"):
+            for pair in workers._ordered(
+                iter(range(8)), here, lambda x: (remote, (x,)), grow=False, depth=3
+            ):
+                done.append(pair)
+    finally:
+        workers.executor.shutdown(wait=True)
+    assert done == [(0, 0), (1, 10)]  # what comes before it in order, nothing after
+
+
+def test_the_last_megabytes_of_a_file_are_cut_in_quarter_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import itertools
+
+    from jarvis.dataset.records import _file_tasks, _Input
+
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(800)])
+    item = _Input(path=str(src), tag="default", sha256="")
+    tasks = [t for t, _ in _file_tasks(0, src, "default", itertools.count().__next__, item)]
+    size = src.stat().st_size
+    # Each task is cut at a line end after its nominal size: 4 KB, then 1 KB for the last 16 KB.
+    early = [t.length for t in tasks if t.start + 4 * 4096 < size]
+    late = [t.length for t in tasks if t.start + 4 * 4096 >= size]
+    assert early and late and min(early) >= 4096 and max(late) < 4096 and len(late) >= 12
+    assert sum(t.length for t in tasks) == size and item.sha256

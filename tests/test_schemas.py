@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_serializer
 
-from jarvis.schemas import ReplyInput, dump, json_native, record_key
+from jarvis.schemas import ReplyInput, dump, json_native, record_key, validator
 
 
 class _M(BaseModel):
@@ -77,6 +77,14 @@ class Recursive(_M):
     children: list[Recursive] = Field(default_factory=list)
 
 
+class OwnValidate(_M):
+    a: str
+
+    @classmethod
+    def model_validate(cls, obj: object, **kwargs: object) -> OwnValidate:  # type: ignore[override]
+        return super().model_validate({"a": "checked"})
+
+
 class OwnDump(_M):
     a: str
 
@@ -141,3 +149,9 @@ def test_record_key_leaves_nulls_out_and_names_the_record() -> None:
     record, digest, rid = record_key(model)
     assert record == {"messages": [{"sender": "a", "text": "b"}], "tags": []}
     assert rid == digest.hex()[:16]
+
+
+def test_validator_is_model_validate_even_when_a_schema_overrides_it() -> None:
+    assert validator(OwnValidate)({"a": "x"}).a == "checked"
+    assert validator(Leaf) == Leaf.__pydantic_validator__.validate_python
+    assert validator(Leaf)({"a": "x"}) == Leaf.model_validate({"a": "x"})

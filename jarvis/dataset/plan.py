@@ -12,7 +12,7 @@ from typing import Any
 
 from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
-from jarvis.dataset.records import _State
+from jarvis.dataset.records import _numpy, _State
 from jarvis.errors import (
     DatasetError,
 )
@@ -102,17 +102,6 @@ def _typed(code: str, *parts: Any) -> array[int]:
     for part in parts:
         out.frombytes(np.asarray(part, dtype=code).tobytes())
     return out
-
-
-def _numpy(values: array[int]) -> Any:
-    """A numpy view of a typed array (the same C type, no copy)."""
-    import numpy as np
-
-    return (
-        np.frombuffer(values, dtype=values.typecode)
-        if len(values)
-        else np.zeros(0, values.typecode)
-    )
 
 
 def _share(part: int, whole: int) -> float:

@@ -472,94 +472,76 @@ def _pass_one(
         file_tag = tag_index[spec_tag]
         units = array("i", [-1]) * out.count
         spill.units.append(units)
-        hit_array = state.seen.contains_many(out.content)
-        seen_now = state.seen.pending
-        id_hashes = {i: unit_key(0, b"id", x.encode()) for i, x in out.ids.items()}
-        found = state.ids.contains_many(array("Q", id_hashes.values())).tolist()
-        id_hits = dict(zip(id_hashes, found, strict=True))
+        hits = state.seen.contains_many(out.content)
         limit = out.count if out.contract_error is None else out.contract_error[0]
         rejects, ids, tags_of, token_errors = out.rejects, out.ids, out.tags, out.token_errors
-        if not (rejects or ids or tags_of or tokenized or out.contract_error) and FAST_COMMIT:
-            # The common task (nothing rejected, no ids, tags or tokens): whole arrays.
-            kept = _commit_plain(state, out, hit_array, units, file_tag, seed)
-            item.records += limit
-            state.total += limit
-            item.accepted += kept
-            item.duplicates += limit - kept
-            state.duplicates += limit - kept
-            if progress is not None:
-                progress.update(task.size)
-            state.seen.settle()
-            state.ids.settle()
-            continue
-        hits = hit_array.tolist()
-        lines, contents, keys, masks, groups = out.lines, out.content, out.key, out.mask, out.groups
         # Counted here and added once (a failing run's counts are never reported).
         item.records += limit
         state.total += limit
-        dropped = 0
-        for i in range(limit):
-            if rejects and i in rejects:
-                item.rejected += 1
-                reason = rejects[i]
-                raw = raw_text(task, out, i, data)
-                _reject(state, rejects_out, task.path, lines[i], reason, raw)
-                continue
-            content = contents[i]
-            if hits[i] or content in seen_now:
-                dropped += 1
-                continue
-            explicit = ids.get(i) if ids else None
-            if explicit is not None:
-                id_hash = id_hashes[i]
-                if id_hits[i] or state.ids.pending_has(id_hash):
+        if not (rejects or ids or tags_of or tokenized or out.contract_error) and FAST_COMMIT:
+            # The common task (nothing rejected, no ids, tags or tokens): whole arrays.
+            kept = _plain_kept(state.seen.pending, out, hits)
+            state.seen.pending.update(_numpy(out.content)[kept].tolist())
+            _keep(state, out, kept, array("H", [file_tag]) * len(kept), units, seed)
+            dropped = limit - len(kept)  # every other record was a duplicate
+        else:
+            kept, kept_tags, dropped = [], array("H"), 0
+            hit_list = hits.tolist()
+            seen_now = state.seen.pending
+            id_hashes = {i: unit_key(0, b"id", x.encode()) for i, x in ids.items()}
+            found = state.ids.contains_many(array("Q", id_hashes.values())).tolist()
+            id_hits = dict(zip(id_hashes, found, strict=True))
+            lines, contents = out.lines, out.content
+            for i in range(limit):
+                if rejects and i in rejects:
                     item.rejected += 1
-                    reason = f"id: {explicit!r} is used by another record"
                     raw = raw_text(task, out, i, data)
-                    _reject(state, rejects_out, task.path, lines[i], reason, raw)
+                    _reject(state, rejects_out, task.path, lines[i], rejects[i], raw)
                     continue
-                state.ids.add(id_hash)
-            tokens = out.tokens[i]
-            if tokenized:
-                line = lines[i]
-                if tokens > max_len:
-                    if not drop_long:
-                        raise TokenizationError(
-                            f"{task.path}:{line}: row has {tokens} tokens, more than "
-                            f"--max-seq-length {max_len}; mlx-lm would silently cut its answer "
-                            "and EOS (shorten it, raise --max-seq-length, or --on-overlength drop)"
-                        )
-                    state.overlength += 1
-                    reason = f"{tokens} tokens > --max-seq-length {max_len}"
-                    raw = raw_text(task, out, i, data)
-                    _reject(state, rejects_out, task.path, line, reason, raw, tokens=tokens)
+                content = contents[i]
+                if hit_list[i] or content in seen_now:
+                    dropped += 1
                     continue
-                if token_errors and i in token_errors:
-                    raise TokenizationError(token_errors[i])
-            seen_now.add(content)
-            item.accepted += 1
-            own = tags_of.get(i) if tags_of else None
-            if own_tags and own is not None and own != spec_tag:
-                tag = tag_index.get(own, -1)
-                if tag < 0:
-                    tag = tag_index[own] = len(state.tags)
-                    state.tags.append(own)
-            else:
-                tag = file_tag
-            unit = len(state.tag_of)
-            units[i] = unit
-            state.tag_of.append(tag)
-            state.key_of.append(keys[i])
-            state.tokens_of.append(tokens)
-            state.checks_of.append(masks[i])
-            group = groups[i]
-            if group is None:
-                state.group_of.append(-1)
-            else:
-                gid = state.groups.setdefault(group, len(state.groups))
-                if gid == len(state.group_keys):
-                    state.group_keys.append(unit_key(seed, b"group", group.encode()))
-                state.group_of.append(gid)
+                explicit = ids.get(i) if ids else None
+                if explicit is not None:
+                    id_hash = id_hashes[i]
+                    if id_hits[i] or state.ids.pending_has(id_hash):
+                        item.rejected += 1
+                        reason = f"id: {explicit!r} is used by another record"
+                        raw = raw_text(task, out, i, data)
+                        _reject(state, rejects_out, task.path, lines[i], reason, raw)
+                        continue
+                    state.ids.add(id_hash)
+                if tokenized:
+                    tokens, line = out.tokens[i], lines[i]
+                    if tokens > max_len:
+                        if not drop_long:
+                            raise TokenizationError(
+                                f"{task.path}:{line}: row has {tokens} tokens, more than "
+                                f"--max-seq-length {max_len}; mlx-lm would silently cut its "
+                                "answer and EOS (shorten it, raise --max-seq-length, or "
+                                "--on-overlength drop)"
+                            )
+                        state.overlength += 1
+                        reason = f"{tokens} tokens > --max-seq-length {max_len}"
+                        raw = raw_text(task, out, i, data)
+                        _reject(state, rejects_out, task.path, line, reason, raw, tokens=tokens)
+                        continue
+                    if token_errors and i in token_errors:
+                        raise TokenizationError(token_errors[i])
+                seen_now.add(content)
+                own = tags_of.get(i) if tags_of else None
+                if own_tags and own is not None and own != spec_tag:
+                    tag = tag_index.get(own, -1)
+                    if tag < 0:
+                        tag = tag_index[own] = len(state.tags)
+                        state.tags.append(own)
+                else:
+                    tag = file_tag
+                kept.append(i)
+                kept_tags.append(tag)
+            _keep(state, out, kept, kept_tags, units, seed)
+        item.accepted += len(kept)
         item.duplicates += dropped
         state.duplicates += dropped
         if out.contract_error is not None:
@@ -588,30 +570,46 @@ def _pass_one(
 FAST_COMMIT = True  # tests turn it off to compare with the record-by-record commit
 
 
-def _commit_plain(
-    state: _State, out: Scanned, hits: Any, units: array[int], tag: int, seed: int
-) -> int:
-    """`_pass_one`'s commit of a task of plain records, as whole arrays: the same units in
-    the same order as record by record. Returns how many records were kept."""
+def _numpy(values: array[int]) -> Any:
+    """A numpy view of a typed array (the same C type, no copy)."""
     import numpy as np
 
-    content = np.frombuffer(out.content, dtype=np.uint64) if out.count else np.zeros(0, "u8")
+    return (
+        np.frombuffer(values, dtype=values.typecode)
+        if len(values)
+        else np.zeros(0, values.typecode)
+    )
+
+
+def _plain_kept(pending: set[int], out: Scanned, hits: Any) -> Any:
+    """The records of a plain task that are kept, in input order: neither in the dedup set
+    (`hits` for its sorted part, `pending` for the rest) nor an earlier record's copy."""
+    import numpy as np
+
+    content = _numpy(out.content)
     fresh = np.flatnonzero(~hits)
-    pending = state.seen.pending
-    if pending:  # added since the last settle: a member, though not in the sorted array
+    if pending:
         new = [value not in pending for value in content[fresh].tolist()]
         fresh = fresh[np.array(new, dtype=bool)] if new else fresh
     # Within the task, a value's first record is kept (np.unique: the first index of each).
     _, first = np.unique(content[fresh], return_index=True)
-    kept = fresh[np.sort(first)]
+    return fresh[np.sort(first)]
+
+
+def _keep(
+    state: _State, out: Scanned, kept: Any, tags: array[int], units: array[int], seed: int
+) -> None:
+    """Make the `kept` records of a task units, in order: their numbers, tags, keys, token
+    counts, checks and groups (a group's key made when it is first met)."""
+    import numpy as np
+
+    kept = np.asarray(kept, dtype=np.int64)
     start = len(state.tag_of)
-    numbers = np.frombuffer(units, dtype=np.int32) if len(units) else np.zeros(0, "i4")
-    np.put(numbers, kept, np.arange(start, start + len(kept), dtype=np.int32))
-    pending.update(content[kept].tolist())
-    state.tag_of.extend(array("H", [tag]) * len(kept))
-    state.key_of.frombytes(np.frombuffer(out.key, dtype=np.uint64)[kept].tobytes())
-    state.tokens_of.frombytes(bytes(4 * len(kept)))
-    state.checks_of.frombytes(np.frombuffer(out.mask, dtype=np.uint64)[kept].tobytes())
+    np.put(_numpy(units), kept, np.arange(start, start + len(kept), dtype=np.int32))
+    state.tag_of.extend(tags)
+    state.key_of.frombytes(_numpy(out.key)[kept].tobytes())
+    state.tokens_of.frombytes(_numpy(out.tokens)[kept].tobytes())
+    state.checks_of.frombytes(_numpy(out.mask)[kept].tobytes())
     groups, gid_of, keys = out.groups, state.groups, state.group_keys
     new_id = gid_of.setdefault
     members = [groups[i] for i in kept.tolist()]
@@ -619,7 +617,6 @@ def _commit_plain(
     # Groups met for the first time, in id order (a dict keeps insertion order).
     for name in itertools.islice(gid_of, len(keys), None):
         keys.append(unit_key(seed, b"group", name.encode()))
-    return len(kept)
 
 
 def _check_empty(inputs: list[_Input], n: int) -> None:

@@ -25,7 +25,7 @@ from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.schemas import record_identity
-from jarvis.splits import prefixed_digest, prefixed_key, unit_key, unit_key_prefix
+from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
@@ -87,9 +87,9 @@ class Scanner:
         self.checks = [(1 << bit, verdict(name, args)) for bit, (name, args) in enumerate(named)]
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
-        self.seed = recipe.seed
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
-        self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle") + b"\x00"  # copy 0
+        # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
+        self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
 
@@ -230,13 +230,18 @@ class Scanner:
             tag_json = self.tag_json[name] = orjson.dumps(name)
         spill = self.spill
         assert spill is not None
-        # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         spill.add_record(
-            prefixed_digest(self.shuffle_prefix, digest), seq, row, rid_json, tag_json, text
+            prefixed_digest(self.shuffle_prefix, b"\x00" + digest),
+            seq,
+            row,
+            rid_json,
+            tag_json,
+            text,
         )
         if self.repeat:
             for copy in range(1, self.repeat.get(name, 1)):
-                spill.add(unit_key(self.seed, b"shuffle", b"%d" % copy + digest), seq, copy, row)
+                key = prefixed_digest(self.shuffle_prefix, b"%d" % copy + digest)
+                spill.add(key, seq, copy, row)
         return messages, row
 
 

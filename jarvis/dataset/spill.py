@@ -45,24 +45,25 @@ class SpillWriter:
 
     def __init__(self, folder: Path, buckets: int) -> None:
         folder.mkdir(parents=True)
-        self.shift = 64 - (buckets.bit_length() - 1)
-        assert buckets <= 256  # `add_record` picks the bucket from the key's first byte
-        self.byte_shift = self.shift - 56
+        # The bucket is the top bits of the 8-byte shuffle key, all in its first byte.
+        assert buckets <= 256
+        self.shift = 8 - (buckets.bit_length() - 1)
         self.files: list[IO[bytes]] = [
             (folder / f"{i:03d}").open("wb", buffering=1 << 16) for i in range(buckets)
         ]
 
-    def add(self, shuffle: int, seq: int, copy: int, payload: bytes) -> None:
-        self.files[shuffle >> self.shift].write(
-            b"%016x%012x%04x\t%s\n" % (shuffle, seq, copy, payload)
+    def add(self, key: bytes, seq: int, copy: int, row: bytes) -> None:
+        """A `--repeat` copy of a row (train only), under its own 8-byte shuffle key."""
+        self.files[key[0] >> self.shift].write(
+            b"%s%012x%04x\t%s\n" % (key.hex().encode(), seq, copy, row)
         )
 
     def add_record(
         self, key: bytes, seq: int, row: bytes, rid: bytes, tag: bytes, record: bytes
     ) -> None:
-        """`add` of a record's copy 0, from its 8-byte shuffle key: the row, then what
-        records.jsonl takes (one formatting, no payload joined first)."""
-        self.files[key[0] >> self.byte_shift].write(
+        """A record's copy 0: the row, then what records.jsonl takes (formatted once, no
+        payload joined first)."""
+        self.files[key[0] >> self.shift].write(
             b"%s%012x0000\t%s\t%s\t%s\t%s\n" % (key.hex().encode(), seq, row, rid, tag, record)
         )
 

@@ -338,12 +338,31 @@ class Contract:
             SpecialTokenError: a value holds a control string (refuse policy); names the field.
             RecordError: `with_target` and the record has no target.
         """
-        policy = policy or self._policy
         if dumped is not None and json_native(self.schema):
-            fields = self.rendered_fields
-            data = dict(zip(fields, map(dumped.get, fields), strict=True))
-        else:
-            data = dump(record, include=self._rendered_set)
+            return self.dumped_messages(dumped, with_target=with_target, policy=policy)
+        data = dump(record, include=self._rendered_set)
+        return self._messages(data, with_target, policy or self._policy)
+
+    def dumped_messages(
+        self,
+        dumped: Mapping[str, Any],
+        *,
+        with_target: bool,
+        policy: SpecialTokenPolicy | None = None,
+    ) -> list[dict[str, str]]:
+        """`messages` from a record's `record_key` dump alone, for a schema of JSON-native
+        fields (`schemas.json_native`, checked by the caller): render-dataset's hot loop.
+
+        Raises:
+            SpecialTokenError, RecordError: as `messages`.
+        """
+        fields = self.rendered_fields
+        data = dict(zip(fields, map(dumped.get, fields), strict=True))
+        return self._messages(data, with_target, policy or self._policy)
+
+    def _messages(
+        self, data: dict[str, Any], with_target: bool, policy: SpecialTokenPolicy
+    ) -> list[dict[str, str]]:
         if policy.mode == "escape":
             data = policy.apply(data)
         context = {**self.spec.parameters, **data}

@@ -142,10 +142,21 @@ def record_key(model: Record) -> tuple[dict[str, Any], bytes, str]:
 
 def record_identity(model: Record) -> tuple[dict[str, Any], bytes, str, bytes]:
     """`record_key`, and the sorted-key JSON its digest hashes (render-dataset writes it)."""
-    record = dump(model, mode="json", exclude_none=True)
+    return dump_identity(type(model), dump(model, mode="json", exclude_none=True))
+
+
+def dump_identity(
+    schema: type[BaseModel], record: dict[str, Any]
+) -> tuple[dict[str, Any], bytes, str, bytes]:
+    """`record_identity` from the record's dump (`model_dump(mode="json", exclude_none=True)`).
+
+    Args:
+        schema: the record's schema (whether it has an `id` field).
+        record: the dump.
+    """
     text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(text).digest()
-    explicit = record.get("id") if "id" in type(model).__pydantic_fields__ else None
+    explicit = record.get("id") if "id" in schema.__pydantic_fields__ else None
     return record, digest, explicit if isinstance(explicit, str) else digest.hex()[:16], text
 
 

@@ -834,3 +834,48 @@ def test_the_last_megabytes_of_a_file_are_cut_in_quarter_tasks(
     late = [t.length for t in tasks if t.start + 4 * 4096 >= size]
     assert early and late and min(early) >= 4096 and max(late) < 4096 and len(late) >= 12
     assert sum(t.length for t in tasks) == size and item.sha256
+
+
+@pytest.mark.parametrize("contract", ["reply@1", "codegen@1"])
+def test_the_plain_validation_path_writes_what_pydantic_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contract: str
+) -> None:
+    # Valid records of every shape the schema allows (nulls, ids, own tags, defaults left
+    # out, unicode) and invalid ones (wrong types, unknown keys, empty lists, a bool for a
+    # string): the plain path answers the first, pydantic the second, in both runs alike.
+    rng = random.Random(3)
+    rows: list[dict[str, Any]] = []
+    for i in range(400):
+        r = reply(i, thread=f"t{i % 9}") if contract == "reply@1" else code(i)
+        roll = rng.random()
+        if roll < 0.1:
+            r["id"] = f"x{i % 50}"
+        elif roll < 0.2:
+            r["tags"] = ["perfect"] if i % 2 else []
+        elif roll < 0.25:
+            r["id"] = None
+        elif roll < 0.3:
+            r["tags"] = [1]
+        elif roll < 0.35:
+            r["unknown"] = "key"
+        elif roll < 0.4:
+            r[next(iter(r))] = True
+        elif roll < 0.45 and contract == "reply@1":
+            r["messages"] = []
+        elif roll < 0.5 and contract == "reply@1":
+            r["messages"][0]["text"] = "Zoë 😂 \t"
+            r["thread"] = None
+        rows.append(r)
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    outs = []
+    for plain in (True, False):
+        if not plain:
+            monkeypatch.setattr("jarvis.dataset.scan.plain_dumper", lambda schema: None)
+        out = tmp_path / f"out-{plain}"
+        manifest = render_dataset(recipe(src, contract=contract, max_reject_rate=0.5), out, jobs=1)
+        outs.append((manifest, {f: (out / f).read_bytes() for f in (*OUT_FILES, "rejects.jsonl")}))
+    (plain_manifest, plain_files), (slow_manifest, slow_files) = outs
+    assert plain_files == slow_files
+    assert plain_manifest["records"] == slow_manifest["records"]
+    assert plain_manifest["rejects"] == slow_manifest["rejects"]
+    assert 50 < plain_manifest["rejects"] < 200

@@ -64,13 +64,18 @@ class RowRenderer:
             )
 
     def render(
-        self, model: Record, rid: str, dumped: dict[str, Any] | None = None
+        self, model: Record | None, rid: str, dumped: dict[str, Any] | None = None
     ) -> tuple[bytes, str, list[dict[str, str]]]:
         """Return (row JSON, target text, messages); `dumped`: the record's `record_key`
-        dump, if the caller has it (`Contract.messages`)."""
-        messages = self.contract.messages(
-            model, with_target=True, policy=self.policy, dumped=dumped
-        )
+        dump, if the caller has it (`Contract.messages`), and all there is (`model` None)
+        when the schema is JSON-native and the dump came from `native.plain_dumper`."""
+        if model is None:
+            assert dumped is not None
+            messages = self.contract.dumped_messages(dumped, with_target=True, policy=self.policy)
+        else:
+            messages = self.contract.messages(
+                model, with_target=True, policy=self.policy, dumped=dumped
+            )
         target = messages[-1]["content"]
         row: dict[str, Any]
         if self.format == "chat":

@@ -10,6 +10,7 @@ error by index. The rows themselves go straight to this process's spill files.
 from __future__ import annotations
 
 import base64
+import functools
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,9 +25,11 @@ from jarvis.dataset.row import RowRenderer, prefix_error
 from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
-from jarvis.schemas import record_identity
+from jarvis.native import plain_dumper
+from jarvis.schemas import Record, dump_identity, record_identity
 from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 
+_PLAIN_GROUPS = (str, int, bool, str | None, int | None, bool | None)
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
 
@@ -92,6 +95,11 @@ class Scanner:
         self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
+        # Validation and dump in one plain function where the schema allows (`native`); a
+        # group field of a nested model would print differently from its dump: not then.
+        group = contract.schema.model_fields.get(self.group_field or "")
+        plain_group = group is None or group.annotation in _PLAIN_GROUPS
+        self.plain = plain_dumper(contract.schema) if plain_group else None
 
     def scan(self, task: Task, data: bytes | None = None) -> Scanned:
         """Run one task (`data`: the range's bytes when the caller has them)."""
@@ -186,13 +194,20 @@ class Scanner:
             self._reject(out, i, reason)
             return None
         try:
-            model = contract.validate(value)
-            record, digest, rid, text = record_identity(model)
+            record = None if self.plain is None else self.plain(value)
+            model: Record | None = None
+            if record is None:  # pydantic's result, or its error
+                model = contract.validate(value)
+                record, digest, rid, text = record_identity(model)
+            else:
+                record, digest, rid, text = dump_identity(contract.schema, record)
             row, target, messages = self.renderer.render(model, rid, record)
         except RecordError as exc:
             self._reject(out, i, str(exc))
             return None
-        own = getattr(model, "tags", None) if self.has_tags else None
+        # The dump holds the same plain values as the model (nulls: absent, so None).
+        get = record.get if model is None else functools.partial(getattr, model)
+        own = get("tags", None) if self.has_tags else None
         tag = own[0] if isinstance(own, list) and own and isinstance(own[0], str) else None
         if tag is not None and not TAG_PATTERN.match(tag):
             self._reject(out, i, f"tags[0]: {tag!r} must be letters, digits, _ . -")
@@ -205,7 +220,7 @@ class Scanner:
         # when it is the record's own, else it goes first when every key sorts after it.
         rid_json = b'"%s"' % rid.encode()  # the digest's hex, unless explicit
         if self.has_id:
-            explicit = getattr(model, "id", None)
+            explicit = get("id", None)
             if explicit is not None:
                 out.ids[i] = explicit
             if explicit is not None and record.get("id") == rid:
@@ -216,7 +231,7 @@ class Scanner:
                 record["id"] = rid
                 text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
                 rid_json = orjson.dumps(rid)
-        group = getattr(model, self.group_field, None) if self.group_field else None
+        group = get(self.group_field, None) if self.group_field else None
         out.groups.append(None if group is None else str(group))
         if tag is not None:
             out.tags[i] = tag

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import multiprocessing
 import os
+import sys
 import time
 from array import array
 from collections import deque
@@ -211,12 +212,30 @@ def _pool(recipe: Recipe, contract: Contract, n: int) -> Executor:
 
     return ProcessPoolExecutor(
         max_workers=n,
-        # Never plain fork: forking a process whose threads (tokenizers, mlx) hold locks
-        # can deadlock. A calling script needs the `if __name__ == "__main__":` guard.
-        mp_context=multiprocessing.get_context(_START_METHOD),
+        # A calling script needs the `if __name__ == "__main__":` guard (forkserver).
+        mp_context=multiprocessing.get_context(_start_method()),
         initializer=_init_worker,
         initargs=(recipe, str(contract.root)),
     )
+
+
+def _start_method() -> str:
+    """How to start workers: a plain fork where it is safe, else a forkserver (spawn where
+    there is none). A fork costs milliseconds where a forkserver child pays 0.5 s importing
+    jarvis again, but forking a process whose other threads (tokenizers, mlx, BLAS) may hold
+    locks can deadlock: only on Linux, and only while this process runs one thread (as the
+    CLI does when `--jobs` starts its workers, before it loads anything else)."""
+    if sys.platform.startswith("linux") and _threads() == 1:
+        return "fork"
+    return _START_METHOD
+
+
+def _threads() -> int:
+    """This process's OS threads (0: unknown)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
 
 
 def cpus() -> int:

@@ -85,15 +85,21 @@ def _jarvis_once(
     return time.perf_counter() - t
 
 
-def _cli_once(src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = None) -> float:
-    """One `jarvis render-dataset` CLI run in a fresh process, as users run `--jobs`
-    (interpreter start and imports included); returns its seconds."""
+def _cli(src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = None) -> list[str]:
+    """The `jarvis render-dataset` command line (jobs None: the CLI's default, auto)."""
     cmd = [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
            "--input", str(src), "--out", str(out), "--force", "-q"]  # fmt: skip
-    if jobs is not None:  # else the CLI's default (auto)
+    if jobs is not None:
         cmd += ["--jobs", str(jobs)]
     if tokenizer is not None:
         cmd += ["--tokenizer", tokenizer]
+    return cmd
+
+
+def _cli_once(src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = None) -> float:
+    """One `jarvis render-dataset` CLI run in a fresh process, as users run `--jobs`
+    (interpreter start and imports included); returns its seconds."""
+    cmd = _cli(src, out, jobs, tokenizer)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t
@@ -184,8 +190,7 @@ print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
 def peak_memory_mb(src: Path, out: Path) -> float:
     """Run `jarvis render-dataset` in a child process and return the peak RSS, in MB, of
     the largest process in its tree (its workers included)."""
-    cmd = [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
-           "--input", str(src), "--out", str(out), "--force", "-q"]  # fmt: skip
+    cmd = _cli(src, out)
     done = subprocess.run(
         [sys.executable, "-c", _LAUNCHER, *cmd], capture_output=True, text=True, check=True
     )

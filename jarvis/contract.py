@@ -38,14 +38,7 @@ from jarvis.render import (
     make_environment,
     render_template,
 )
-from jarvis.schemas import (
-    Record,
-    dump,
-    json_native,
-    read_schema_source,
-    resolve_schema,
-    validator,
-)
+from jarvis.schemas import Record, dump, read_schema_source, resolve_schema, validator
 
 ENV_ROOT = "JARVIS_ROOT"
 LOCK_FILE = "contracts.lock"
@@ -325,21 +318,13 @@ class Contract:
         *,
         with_target: bool,
         policy: SpecialTokenPolicy | None = None,
-        dumped: Mapping[str, Any] | None = None,
     ) -> list[dict[str, str]]:
         """Render a record as chat messages: system, user, and optionally the assistant target.
-
-        Args:
-            dumped: the record's `record_key` dump, when the caller has it: for a schema of
-                JSON-native fields (`schemas.json_native`) the values rendered are taken from
-                it instead of a second dump (render-dataset's hot loop).
 
         Raises:
             SpecialTokenError: a value holds a control string (refuse policy); names the field.
             RecordError: `with_target` and the record has no target.
         """
-        if dumped is not None and json_native(self.schema):
-            return self.dumped_messages(dumped, with_target=with_target, policy=policy)
         data = dump(record, include=self._rendered_set)
         return self._messages(data, with_target, policy or self._policy)
 
@@ -351,7 +336,8 @@ class Contract:
         policy: SpecialTokenPolicy | None = None,
     ) -> list[dict[str, str]]:
         """`messages` from a record's `record_key` dump alone, for a schema of JSON-native
-        fields (`schemas.json_native`, checked by the caller): render-dataset's hot loop.
+        fields (`schemas.json_native`, checked by the caller): render-dataset's hot loop has
+        that dump already, and the values it renders are the same (tested).
 
         Raises:
             SpecialTokenError, RecordError: as `messages`.

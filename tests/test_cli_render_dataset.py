@@ -295,11 +295,31 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
 
     from jarvis.dataset.records import _start_method
 
-    probe = "from jarvis.dataset.records import _start_method; print(_start_method())"
-    done = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=_subprocess_env()
+    src = tmp_path / "in.jsonl"
+    src.write_text(records(15_000))  # a few tasks of input
+    # The CLI itself, in a fresh process, with the start method it chose recorded.
+    code = (
+        "import sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "chosen = r._start_method\n"
+        "def record():\n    method = chosen()\n    print(method, file=sys.stderr)\n"
+        "    return method\n"
+        "r._start_method = record\n"
+        "cli(['render-dataset', '--contract', 'reply@1', '--input', sys.argv[1],"
+        " '--out', sys.argv[2], '-q', '--jobs', sys.argv[3]])\n"
     )
-    assert done.stdout == "fork\n", done.stderr
+    outs, methods = [], []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"o{jobs}"
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(src), str(out), jobs],
+            capture_output=True, text=True, env=_subprocess_env(), timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        methods.append(done.stderr.split())
+        outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.json"})
+    assert methods == [[], ["fork"]]
+    # Forked workers write what one process writes.
+    assert outs[0] == outs[1] and len(outs[0]) >= 4
     gate = threading.Event()
     other = threading.Thread(target=gate.wait)
     other.start()
@@ -308,17 +328,3 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
     finally:
         gate.set()
         other.join()
-    # Forked workers (a fresh CLI process) write what one process writes.
-    src = tmp_path / "in.jsonl"
-    src.write_text(records(15_000))  # a few tasks of input
-    outs = []
-    for jobs in ("1", "2"):
-        out = tmp_path / f"o{jobs}"
-        done = subprocess.run(
-            [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
-             "--input", str(src), "--out", str(out), "-q", "--jobs", jobs],
-            capture_output=True, text=True, env=_subprocess_env(), timeout=120,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.json"})
-    assert outs[0] == outs[1] and len(outs[0]) >= 4

@@ -12,7 +12,7 @@ from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
 from jarvis.errors import DatasetError, UsageError
 from jarvis.render import SpecialTokenPolicy
-from jarvis.schemas import Record
+from jarvis.schemas import Record, json_native
 
 if TYPE_CHECKING:
     from jarvis.dataset.tokens import ChatSkeleton, SegmentEncoder
@@ -25,6 +25,8 @@ class RowRenderer:
         self.contract = contract
         self.recipe = recipe
         self.format = recipe.format
+        # The dump a caller has renders the same values as the model (`json_native`).
+        self.from_dump = json_native(contract.schema)
         self.tokenizer: Any = None
         self.bos = ""
         self.bos_id: int | None = None
@@ -66,16 +68,14 @@ class RowRenderer:
     def render(
         self, model: Record | None, rid: str, dumped: dict[str, Any] | None = None
     ) -> tuple[bytes, str, list[dict[str, str]]]:
-        """Return (row JSON, target text, messages); `dumped`: the record's `record_key`
-        dump, if the caller has it (`Contract.messages`), and all there is (`model` None)
-        when the schema is JSON-native and the dump came from `native.plain_dumper`."""
-        if model is None:
-            assert dumped is not None
+        """Return (row JSON, target text, messages): from the record's `record_key` dump,
+        when the caller has it and the schema is JSON-native (`model` may then be None:
+        `native.plain_dumper` made the dump), else from the model."""
+        if dumped is not None and self.from_dump:
             messages = self.contract.dumped_messages(dumped, with_target=True, policy=self.policy)
         else:
-            messages = self.contract.messages(
-                model, with_target=True, policy=self.policy, dumped=dumped
-            )
+            assert model is not None  # the plain path needs a JSON-native schema
+            messages = self.contract.messages(model, with_target=True, policy=self.policy)
         target = messages[-1]["content"]
         row: dict[str, Any]
         if self.format == "chat":

@@ -28,7 +28,7 @@ _XTML = ("<|open|>", "<|close|>", "<|sep|>", "<|end_of_msg|>")
 Messages = Sequence[Mapping[str, str]]
 
 
-# get_vocab() builds a dict of the whole vocabulary (~100 ms for Qwen): answer once per tokenizer.
+# Answered once per tokenizer (a slow tokenizer's get_vocab() builds the whole vocabulary).
 _THINKING: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
@@ -40,13 +40,29 @@ def has_thinking(tokenizer: Any) -> bool:
         return _THINKING[tokenizer]
     except (KeyError, TypeError):
         pass
-    vocab = tokenizer.get_vocab()
+    # A fast tokenizer answers per token (vocabulary and added tokens, as get_vocab holds
+    # them) without building the whole dict: 0.2 s of every Qwen load.
+    fast = getattr(tokenizer, "_tokenizer", None)
+    if fast is not None and hasattr(fast, "token_to_id"):
+        vocab: Any = _FastVocab(fast)
+    else:
+        vocab = tokenizer.get_vocab()
     found = any(a in vocab and b in vocab for a, b in THINK_PAIRS) or all(t in vocab for t in _XTML)
     try:
         _THINKING[tokenizer] = found
     except TypeError:  # not weak-referenceable: just don't cache
         pass
     return found
+
+
+class _FastVocab:
+    """`token in vocab` through a fast tokenizer's own lookup."""
+
+    def __init__(self, fast: Any) -> None:
+        self.fast = fast
+
+    def __contains__(self, token: str) -> bool:
+        return self.fast.token_to_id(token) is not None
 
 
 def apply_chat_template(

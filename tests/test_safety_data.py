@@ -235,6 +235,37 @@ def test_a_full_disk_is_exit_13_and_the_previous_output_survives(
     assert [p.name for p in small_fs.iterdir()] == ["o"]
 
 
+def test_a_write_that_fails_in_pass_two_is_exit_13_and_the_previous_output_survives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pass 2 writes and hashes in a thread: its error must still come out as the CLI's, with
+    # the thread gone and the previous output untouched.
+    import errno
+    import threading
+
+    from jarvis.dataset import write
+
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(reply(i)) + "\n" for i in range(300)))
+    out = tmp_path / "o"
+    assert render("--input", str(src), "--out", str(out), "-q")[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def full(self: object, data: bytes, rows: int) -> None:
+        calls.append(threading.current_thread().name)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(write._Writer, "write", full)
+    code, _, err = render("--input", str(src), "--out", str(out), "--force", "-q")
+    assert code == 13, err
+    assert err.startswith(f"error: {out}: cannot write the output (") and "No space left" in err
+    assert calls and calls[0].startswith("jarvis-write")
+    assert not [t for t in threading.enumerate() if t.name.startswith("jarvis-write")]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "o"]
+
+
 def test_a_read_only_output_folder_is_exit_13(tmp_path: Path, small_fs: Path) -> None:
     import subprocess
 

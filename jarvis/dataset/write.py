@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 from array import array
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -175,23 +176,37 @@ def _pass_two(
     ]
     records = _Writer(tmp / RECORDS)
     with_block = [0] * len(SPLITS)
+    # Writing and hashing a bucket (megabytes: both release the GIL) run in a thread while
+    # this one forms the next bucket; one bucket in flight at most, written in order.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="jarvis-write")
+    pending: Future[None] | None = None
     try:
         for bucket in buckets:
-            for s, (data, count) in enumerate(bucket.rows):
-                writer = writers[s]
-                if count:
-                    assert writer is not None
-                    writer.write(data, count)
-            records.write(*bucket.records)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(_write_bucket, bucket, writers, records)
             for s, n in enumerate(bucket.with_block):
                 with_block[s] += n
+        if pending is not None:
+            pending.result()
     except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # no write left running on a closed file
         with contextlib.suppress(OSError):
             close_all([w.fh for w in [*writers, records] if w is not None])
         raise
+    pool.shutdown()
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
     return files, with_block
+
+
+def _write_bucket(bucket: Bucket, writers: list[_Writer | None], records: _Writer) -> None:
+    for s, (data, count) in enumerate(bucket.rows):
+        writer = writers[s]
+        if count:
+            assert writer is not None
+            writer.write(data, count)
+    records.write(*bucket.records)
 
 
 def serial_buckets(

@@ -48,6 +48,44 @@ def test_enable_thinking_default_follows_the_vocabulary(tmp_path: Path) -> None:
     assert apply_chat_template(thinking, MESSAGES, add_generation_prompt=False) == "T"
 
 
+def test_has_thinking_asks_a_fast_tokenizer_what_its_whole_vocabulary_would_say(
+    tmp_path: Path,
+) -> None:
+    from jarvis.chat import _XTML, THINK_PAIRS
+
+    def by_vocab(vocab: dict[str, int]) -> bool:
+        pairs = any(a in vocab and b in vocab for a, b in THINK_PAIRS)
+        return pairs or all(t in vocab for t in _XTML)
+
+    class Slow:  # no fast backend: the whole vocabulary is read
+        def __init__(self, vocab: dict[str, int]) -> None:
+            self.vocab = vocab
+
+        def get_vocab(self) -> dict[str, int]:
+            return self.vocab
+
+    cases = [
+        (),
+        ("<think>",),
+        ("<think>", "</think>"),
+        _XTML,
+        _XTML[:-1],
+        ("<|channel>", "<channel|>"),
+    ]
+    for n, added in enumerate(cases):
+        tok = load_tokenizer(make_tokenizer(tmp_path / f"t{n}", added=added))
+        assert has_thinking(tok) is by_vocab(tok.get_vocab()), added
+        assert has_thinking(Slow(tok.get_vocab())) is by_vocab(tok.get_vocab()), added
+    assert [has_thinking(Slow({t: 0 for t in c})) for c in cases] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+
+
 def test_tokens_and_special_tokens(tmp_path: Path) -> None:
     tok = load_tokenizer(make_tokenizer(tmp_path / "tok"))
     prompt = apply_chat_template(tok, MESSAGES[:-1], add_generation_prompt=True, tokenize=True)

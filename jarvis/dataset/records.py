@@ -333,8 +333,8 @@ class Workers:
         def remote(i: int) -> tuple[Callable[..., ParkedBucket], tuple[Any, ...]]:
             return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
 
-        # A bucket's output is megabytes: at most two ahead per worker. Two keep a worker
-        # busy while this process writes and hashes, so it forms a third of them, not half.
+        # A bucket's output is megabytes: at most two ahead per worker, enough to keep one
+        # busy while this process forms its own (a thread here writes and hashes them).
         ordered: Iterator[tuple[int, Bucket | ParkedBucket]] = self._ordered(
             numbers, here, remote, grow=False, depth=2, limit=2 * self.count + 1
         )

@@ -170,8 +170,9 @@ def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...
     print(f"  {'HF apply_chat_template(tokenize=True) loop':43s} {hf:7.1f} us/record")
     print(f"  {'render-dataset --jobs 1':43s} {one:7.1f} us/record: {one / hf:.2f}x (goal <= 0.5x)")
     for size in pair_sizes:
-        pair = base / f"tok{size}.jsonl"
-        make_input(pair, size, seed=3)
+        pair = src if size == n else base / f"tok{size}.jsonl"
+        if pair != src:
+            make_input(pair, size, seed=3)
         med = alternate(
             {
                 "cli1": lambda p=pair: _cli_once(p, base / "tok-c1", jobs=1, tokenizer=path),
@@ -251,9 +252,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio, one process each: {per['one'] / per['base']:.2f}x (goal <= 2.5x)")
         print(f"ratio, CLI --jobs 2 / 1: {per['cli2'] / per['cli1']:.2f}x (goal <= 0.6x)")
         print(f"ratio, CLI default / baseline: {per['auto'] / per['base']:.2f}x")
-        tokenizer_anchor(
-            base, min(n, 60000), system, tuple(sorted({min(n, 60000), min(n, 150000)}))
-        )
+        tok_n = min(n, 60000)
+        tokenizer_anchor(base, tok_n, system, tuple(sorted({tok_n, min(n, 150000)})))
         if mem_n:
             big = base / "big.jsonl"
             make_input(big, mem_n, seed=1)

@@ -41,28 +41,21 @@ def has_thinking(tokenizer: Any) -> bool:
     except (KeyError, TypeError):
         pass
     # A fast tokenizer answers per token (vocabulary and added tokens, as get_vocab holds
-    # them) without building the whole dict: 0.2 s of every Qwen load.
+    # them) without building the whole dict: 0.18 s of every Qwen load.
     fast = getattr(tokenizer, "_tokenizer", None)
     if fast is not None and hasattr(fast, "token_to_id"):
-        vocab: Any = _FastVocab(fast)
+
+        def known(token: str) -> bool:
+            return fast.token_to_id(token) is not None
+
     else:
-        vocab = tokenizer.get_vocab()
-    found = any(a in vocab and b in vocab for a, b in THINK_PAIRS) or all(t in vocab for t in _XTML)
+        known = tokenizer.get_vocab().__contains__
+    found = any(known(a) and known(b) for a, b in THINK_PAIRS) or all(map(known, _XTML))
     try:
         _THINKING[tokenizer] = found
     except TypeError:  # not weak-referenceable: just don't cache
         pass
     return found
-
-
-class _FastVocab:
-    """`token in vocab` through a fast tokenizer's own lookup."""
-
-    def __init__(self, fast: Any) -> None:
-        self.fast = fast
-
-    def __contains__(self, token: str) -> bool:
-        return self.fast.token_to_id(token) is not None
 
 
 def apply_chat_template(

@@ -176,25 +176,24 @@ def _pass_two(
     ]
     records = _Writer(tmp / RECORDS)
     with_block = [0] * len(SPLITS)
-    # Writing and hashing a bucket (megabytes: both release the GIL) run in a thread while
-    # this one forms the next bucket; one bucket in flight at most, written in order.
-    pool = ThreadPoolExecutor(1, thread_name_prefix="jarvis-write")
-    pending: Future[None] | None = None
     try:
-        for bucket in buckets:
+        # Writing and hashing a bucket (megabytes: both release the GIL) run in a thread while
+        # this one forms the next; one bucket in flight, in order, and the thread is done
+        # (`with`) before any file is closed.
+        with ThreadPoolExecutor(1, thread_name_prefix="jarvis-write") as pool:
+            pending: Future[None] | None = None
+            for bucket in buckets:
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(_write_bucket, bucket, writers, records)
+                for s, n in enumerate(bucket.with_block):
+                    with_block[s] += n
             if pending is not None:
                 pending.result()
-            pending = pool.submit(_write_bucket, bucket, writers, records)
-            for s, n in enumerate(bucket.with_block):
-                with_block[s] += n
-        if pending is not None:
-            pending.result()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # no write left running on a closed file
         with contextlib.suppress(OSError):
             close_all([w.fh for w in [*writers, records] if w is not None])
         raise
-    pool.shutdown()
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
     files[RECORDS] = records.close()
     return files, with_block

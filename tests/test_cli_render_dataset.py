@@ -290,6 +290,49 @@ def test_quiet_silences_summary_and_wrote_but_not_warnings(tmp_path: Path) -> No
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is used on Linux only")
+def test_with_a_tokenizer_the_cli_loads_it_once_and_its_forked_worker_inherits_it(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(records(15_000))
+    # Each tokenizer load and the start method, recorded; the CLI sets one thread a process
+    # itself (nothing set here), so it is still on one thread after loading and can fork.
+    code = (
+        "import os, sys\nimport jarvis.chat as c\nimport jarvis.dataset.records as r\n"
+        "from jarvis.cli import cli\n"
+        "load, chosen = c.load_tokenizer, r._start_method\n"
+        "def loaded(path):\n    print('load', os.getpid(), file=sys.stderr)\n"
+        "    return load(path)\n"
+        "def record():\n    method = chosen()\n    print(method, os.getpid(), file=sys.stderr)\n"
+        "    return method\n"
+        "c.load_tokenizer, r._start_method = loaded, record\n"
+        "cli(['render-dataset', '--contract', 'reply@1', '--input', sys.argv[1],"
+        " '--out', sys.argv[2], '-q', '--jobs', sys.argv[3], '--tokenizer', sys.argv[4]])\n"
+    )
+    env = {
+        k: v
+        for k, v in _subprocess_env().items()
+        if k not in ("TOKENIZERS_PARALLELISM", "OPENBLAS_NUM_THREADS")
+    }
+    outs, logs = [], []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"o{jobs}"
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(src), str(out), jobs, str(tiny_model)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        logs.append(
+            [line.split() for line in done.stderr.splitlines() if line[:4] in ("load", "fork")]
+        )
+        outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.json"})
+    assert len(logs[0]) == 1 and logs[0][0][0] == "load"
+    (load, pid), (method, parent) = logs[1]
+    assert (load, method, pid) == ("load", "fork", parent)  # loaded once, here, then forked
+    assert outs[0] == outs[1] and len(outs[0]) >= 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is used on Linux only")
 def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> None:
     import threading
 

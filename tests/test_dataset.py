@@ -705,22 +705,29 @@ def test_explicit_jobs_start_the_workers_first_and_an_early_error_stops_them(
 ) -> None:
     import multiprocessing
 
-    from jarvis.dataset.records import start_early
+    from jarvis.dataset.records import start_early, stop_pool
+    from jarvis.dataset.row import RowRenderer
 
     monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
     src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
     size = src.stat().st_size
     contract = load_contract("reply@1")
+    renderer = RowRenderer(contract, recipe(src))
     # Only an explicit count over one process, for more than one task of input.
     for jobs, nbytes in ((1, size), (None, size), (2, 4096)):
-        assert start_early(recipe(src), contract, jobs, nbytes) is None
-    pool = start_early(recipe(src), contract, 2, size)
+        assert start_early(recipe(src), contract, renderer, jobs, nbytes) is None
+    pool = start_early(recipe(src), contract, renderer, 2, size)
     assert pool is not None and len(multiprocessing.active_children()) >= 1
-    pool.shutdown(wait=True)
-    # The pool is up before this process builds its renderer; that failing stops it.
+    stop_pool(pool)
+    # The renderer is built before the pool (a fork inherits it): its failure starts none.
     with pytest.raises(DatasetError, match="cannot keep the system prompt"):
         render_dataset(recipe(src, format="completions"), tmp_path / "out", jobs=2)
     assert multiprocessing.active_children() == [] and not (tmp_path / "out").exists()
+    # The pool is up before the output folder is claimed; that failing stops it.
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OutputExistsError):
+        render_dataset(recipe(src), tmp_path / "taken", jobs=2)
+    assert multiprocessing.active_children() == []
     one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
     two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
     assert one["files"] == two["files"]

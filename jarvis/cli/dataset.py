@@ -91,6 +91,10 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Render verified, composition-aware mlx-lm training data from one contract."""
     from pathlib import Path
 
+    if opts["jobs"] is not None and opts["jobs"] > 1:  # before numpy or a tokenizer loads
+        from jarvis.dataset.records import one_thread_per_process
+
+        one_thread_per_process()
     from jarvis.dataset import (
         Recipe,
         composition_warnings,

@@ -15,7 +15,7 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
 from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
-from jarvis.dataset.records import Workers, _pass_one, _State, start_early
+from jarvis.dataset.records import Workers, _pass_one, _State, start_early, stop_pool
 from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import Scanner
@@ -100,10 +100,10 @@ def render_dataset(
     contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
     files = _collect_files(recipe, contract)
     size = sum(path.stat().st_size for _, path in files)
-    early = start_early(recipe, contract, None if jobs == "auto" else jobs, size)
+    renderer = RowRenderer(contract, recipe)
+    startup = time.perf_counter() - started  # what a worker pays again before its first task
+    early = start_early(recipe, contract, renderer, None if jobs == "auto" else jobs, size)
     try:
-        renderer = RowRenderer(contract, recipe)
-        startup = time.perf_counter() - started  # what a worker pays again before its first task
         data = [s.path for s in recipe.input_specs()]
         reads: list[str | os.PathLike[str]] = [
             contract.root,
@@ -133,7 +133,7 @@ def render_dataset(
                 writer.close()
     finally:
         if early is not None:  # failed before the workers took it
-            early.shutdown(wait=True, cancel_futures=True)
+            stop_pool(early)
     return manifest
 
 

@@ -125,6 +125,9 @@ def _file_tasks(
 # A worker process builds its own contract, renderer and spill files once (Jinja templates
 # and tokenizers do not pickle); each task is answered with its compact `Scanned`.
 _SCANNER: Scanner | None = None
+# What a forked worker inherits from the process that forked it: its recipe, contract and
+# renderer, the tokenizer loaded (seconds with transformers) and its shortcuts proven.
+_PARENT: tuple[Recipe, Contract, RowRenderer] | None = None
 _SPILL: Spill | None = None
 _MAPS: tuple[Path, Maps] | None = None
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -157,8 +160,12 @@ def _exit_with_parent() -> None:
 def _init_worker(recipe: Recipe, root: str) -> None:
     global _SCANNER
     _exit_with_parent()
-    contract = load_contract(recipe.contract, root=root)
-    _SCANNER = Scanner(contract, RowRenderer(contract, recipe), recipe, None)
+    if _PARENT is not None and _PARENT[0] is recipe:  # forked: the same objects, in memory
+        _, contract, renderer = _PARENT
+    else:
+        contract = load_contract(recipe.contract, root=root)
+        renderer = RowRenderer(contract, recipe)
+    _SCANNER = Scanner(contract, renderer, recipe, None)
 
 
 def _warm() -> None:
@@ -191,32 +198,44 @@ def _bucket_task(
     return bucket_output(spill.bucket(i), _MAPS[1], None, rag_field).park(maps / f"{i:03d}.out")
 
 
-def start_early(recipe: Recipe, contract: Contract, jobs: int | None, size: int) -> Executor | None:
+def start_early(
+    recipe: Recipe, contract: Contract, renderer: RowRenderer, jobs: int | None, size: int
+) -> Executor | None:
     """Start `jobs - 1` workers now, for an explicit `--jobs` and more than one task of
-    input: each loads the contract and the tokenizer (seconds with transformers) while this
-    process loads its own, instead of after.
+    input, before this process reads any: forked, they inherit `renderer` and its tokenizer;
+    else each loads its own while this process starts scanning.
 
     Returns:
         The pool for `Workers`, or None (auto, one process, or a single task).
     """
     if jobs is None or jobs < 2 or size <= TASK_BYTES:
         return None
-    executor = _pool(recipe, contract, jobs - 1)
+    executor = _pool(recipe, contract, renderer, jobs - 1)
     for _ in range(jobs - 1):
         executor.submit(_warm)
     return executor
 
 
-def _pool(recipe: Recipe, contract: Contract, n: int) -> Executor:
+def _pool(recipe: Recipe, contract: Contract, renderer: RowRenderer, n: int) -> Executor:
     from concurrent.futures import ProcessPoolExecutor
 
+    global _PARENT
+    method = _start_method()
+    _PARENT = (recipe, contract, renderer) if method == "fork" else None
     return ProcessPoolExecutor(
         max_workers=n,
         # A calling script needs the `if __name__ == "__main__":` guard (forkserver).
-        mp_context=multiprocessing.get_context(_start_method()),
+        mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
         initargs=(recipe, str(contract.root)),
     )
+
+
+def stop_pool(executor: Executor) -> None:
+    """Shut the workers down, and let this process drop what it kept for them to inherit."""
+    global _PARENT
+    executor.shutdown(wait=True, cancel_futures=True)
+    _PARENT = None
 
 
 def _start_method() -> str:
@@ -236,6 +255,18 @@ def _threads() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 0
+
+
+def one_thread_per_process() -> None:
+    """For an explicit `--jobs N`, before anything is imported: N processes of one thread.
+
+    The fast tokenizer's thread pool and numpy's BLAS threads would only oversubscribe the
+    cores N processes fill, and a process still on its one thread after loading its
+    tokenizer can fork its workers, which then inherit it instead of loading it again (1.6 s
+    for Qwen2.5 alone, 2.4 s each when two load at once). A value already set is kept.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def cpus() -> int:
@@ -294,7 +325,7 @@ class Workers:
 
     def _start(self, n: int) -> Executor:
         self.count = n
-        return _pool(self.recipe, self.contract, n)
+        return _pool(self.recipe, self.contract, self.scanner.renderer, n)
 
     def _here(self, task: Task, data: bytes | None) -> Scanned:
         t, cpu = time.perf_counter(), time.process_time()
@@ -411,7 +442,7 @@ class Workers:
 
     def close(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+            stop_pool(self.executor)
 
 
 _END: Any = object()

@@ -153,8 +153,10 @@ def main(argv: list[str] | None = None) -> None:
                 return time.perf_counter() - t
 
             # Alternate A and B: the machine is shared and noisy.
-            med = alternate({ref: lambda ref=ref: run(ref) for ref in ("reply@1", "reply@2")})
-            without, with_ = med["reply@1"], med["reply@2"]
+            runs = alternate(
+                {ref: lambda ref=ref: run(ref) for ref in ("reply@1", "reply@2")}, repeats=3
+            )
+            without, with_ = runs.median("reply@1"), runs.median("reply@2")
             manifest = json.loads((base / "reply@2" / "manifest.json").read_text())
             share = manifest["retrieval"]["splits"]["train"]["rows_with_exemplars"]
             how = "no tokenizer" if tokenizer is None else "Qwen2.5 tokenizer"

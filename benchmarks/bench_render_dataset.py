@@ -4,8 +4,9 @@ The baseline is what people write by hand: read JSONL, f-string the prompt, `jso
 write three files (no validation, checks, dedup, stratified split or manifest). Prints the
 ratio of time per record, 2 processes against 1 (CLI runs, each a fresh process), the
 tokenizer path against the Hugging Face `apply_chat_template(tokenize=True)` loop, and the
-peak memory of a separate process. Runs
-alternate (A B C A B C ...) and the medians are quoted: the machine is shared and noisy.
+peak memory of a separate process. The machine is shared and noisy: runs alternate, the
+order reversed every other round (A B C, C B A, ...), dirty pages are written out before each,
+and a ratio is the median of the rounds' ratios, printed with their range.
 
 Sizes: `JARVIS_BENCH_N` (default 200000) records for the timing, `JARVIS_BENCH_MEM_N`
 (default 1000000, 0 to skip) for the memory run; or `python -m benchmarks.bench_render_dataset
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = ("Sam", "Priya", "Marcus", "Mom", "Ravi", "Jess")
@@ -142,13 +144,43 @@ def _tokenizer(base: Path) -> tuple[str, str]:
     return str(folder), "the bundled tiny tokenizer (no ../shared)"
 
 
-def alternate(fns: dict[str, Callable[[], float]], repeats: int = 3) -> dict[str, float]:
-    """Run each function in turn, `repeats` rounds (A B A B ...); median seconds of each."""
+ROUNDS = 5
+
+
+@dataclass
+class Rounds:
+    """Seconds of each function in each round, from `alternate`."""
+
+    runs: dict[str, list[float]]
+
+    def median(self, name: str) -> float:
+        """Median seconds of `name` over the rounds."""
+        return statistics.median(self.runs[name])
+
+    def ratio(self, a: str, b: str) -> tuple[float, float, float]:
+        """`a` / `b`: the median of the per-round ratios (the two ran minutes apart at
+        most, so a slow moment of the machine weighs on both), with its lowest and
+        highest."""
+        each = [x / y for x, y in zip(self.runs[a], self.runs[b], strict=True)]
+        return statistics.median(each), min(each), max(each)
+
+
+def alternate(fns: dict[str, Callable[[], float]], repeats: int = ROUNDS) -> Rounds:
+    """Run each function in turn, `repeats` rounds, the order reversed every other round
+    (A B, B A, ...: no function always runs after the same one), with the page cache's
+    dirty pages written out before each run (a run's megabytes of output would otherwise
+    be flushed during whichever run comes 30 s later)."""
     runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name, fn in list(fns.items())[:: -1 if r % 2 else 1]:
+            os.sync()
             runs[name].append(fn())
-    return {k: statistics.median(v) for k, v in runs.items()}
+    return Rounds(runs)
+
+
+def _ratio_text(ratio: tuple[float, float, float]) -> str:
+    mid, lo, hi = ratio
+    return f"{mid:.2f}x (rounds {lo:.2f}-{hi:.2f})"
 
 
 def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...]) -> None:
@@ -159,31 +191,32 @@ def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...
     src = base / "tok.jsonl"
     make_input(src, n, seed=2)
     _jarvis_once(src, base / "tok-warm", jobs=1, tokenizer=path)
-    med = alternate(
+    runs = alternate(
         {
             "hf": lambda: hf_loop(src, path, system),
             "one": lambda: _jarvis_once(src, base / "tok-1", jobs=1, tokenizer=path),
         }
     )
-    hf, one = (med[k] / n * 1e6 for k in ("hf", "one"))
-    print(f"with {name}, {n} records (tokenizer load included on both sides), medians of 3:")
+    hf, one = (runs.median(k) / n * 1e6 for k in ("hf", "one"))
+    print(f"with {name}, {n} records (tokenizer load included on both sides), {ROUNDS} rounds:")
     print(f"  {'HF apply_chat_template(tokenize=True) loop':43s} {hf:7.1f} us/record")
-    print(f"  {'render-dataset --jobs 1':43s} {one:7.1f} us/record: {one / hf:.2f}x (goal <= 0.5x)")
+    print(f"  {'render-dataset --jobs 1':43s} {one:7.1f} us/record")
+    print(f"  ratio: {_ratio_text(runs.ratio('one', 'hf'))} (goal <= 0.5x)")
     for size in pair_sizes:
         pair = src if size == n else base / f"tok{size}.jsonl"
         if pair != src:
             make_input(pair, size, seed=3)
-        med = alternate(
+        runs = alternate(
             {
                 "cli1": lambda p=pair: _cli_once(p, base / "tok-c1", jobs=1, tokenizer=path),
                 "cli2": lambda p=pair: _cli_once(p, base / "tok-c2", jobs=2, tokenizer=path),
             }
         )
-        cli1, cli2 = (med[k] / size * 1e6 for k in ("cli1", "cli2"))
-        print(f"  {size} records, CLI runs (a fresh process each), medians of 3:")
+        cli1, cli2 = (runs.median(k) / size * 1e6 for k in ("cli1", "cli2"))
+        print(f"  {size} records, CLI runs (a fresh process each), {ROUNDS} rounds:")
         print(f"    {'--jobs 1':41s} {cli1:7.1f} us/record")
-        ratio = f"{cli2 / cli1:.2f}x --jobs 1 (goal <= 0.6x)"
-        print(f"    {'--jobs 2':41s} {cli2:7.1f} us/record: {ratio}")
+        print(f"    {'--jobs 2':41s} {cli2:7.1f} us/record")
+        print(f"    ratio: {_ratio_text(runs.ratio('cli2', 'cli1'))} (goal <= 0.6x)")
 
 
 # Started from this (large) process, a child's ru_maxrss would count this process's pages
@@ -233,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # The baseline and --jobs 1 in this process (imports done); --jobs 2 against 1 as
         # CLI runs, each a fresh process, as users start them (workers fork from there).
-        med = alternate(
+        runs = alternate(
             {
                 "base": hand,
                 "one": lambda: _jarvis_once(src, base / "jarvis1", jobs=1),
@@ -242,16 +275,17 @@ def main(argv: list[str] | None = None) -> None:
                 "auto": lambda: _cli_once(src, base / "cli"),
             }
         )
-        per = {k: v / n * 1e6 for k, v in med.items()}
-        print(f"records: {n}, {cpus()} CPUs, medians of 3 alternated runs")
+        per = {k: runs.median(k) / n * 1e6 for k in runs.runs}
+        print(f"records: {n}, {cpus()} CPUs, {ROUNDS} rounds (medians; a ratio is the median")
+        print("of the rounds' ratios, with their range)")
         print(f"baseline (hand-written, 1 process): {per['base']:7.2f} us/record")
         print(f"render-dataset --jobs 1:            {per['one']:7.2f} us/record")
         print(f"CLI --jobs 1 (a fresh process):     {per['cli1']:7.2f} us/record")
         print(f"CLI --jobs 2:                       {per['cli2']:7.2f} us/record")
         print(f"CLI default (auto):                 {per['auto']:7.2f} us/record")
-        print(f"ratio, one process each: {per['one'] / per['base']:.2f}x (goal <= 2.5x)")
-        print(f"ratio, CLI --jobs 2 / 1: {per['cli2'] / per['cli1']:.2f}x (goal <= 0.6x)")
-        print(f"ratio, CLI default / baseline: {per['auto'] / per['base']:.2f}x")
+        print(f"ratio, one process each: {_ratio_text(runs.ratio('one', 'base'))} (goal <= 2.5x)")
+        print(f"ratio, CLI --jobs 2 / 1: {_ratio_text(runs.ratio('cli2', 'cli1'))} (goal <= 0.6x)")
+        print(f"ratio, CLI default / baseline: {_ratio_text(runs.ratio('auto', 'base'))}")
         tok_n = min(n, 60000)
         tokenizer_anchor(base, tok_n, system, tuple(sorted({tok_n, min(n, 150000)})))
         if mem_n:

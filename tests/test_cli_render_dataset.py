@@ -332,6 +332,34 @@ def test_with_a_tokenizer_the_cli_loads_it_once_and_its_forked_worker_inherits_i
     assert outs[0] == outs[1] and len(outs[0]) >= 4
 
 
+def test_jobs_on_one_task_of_input_runs_one_process_with_the_tokenizer_threads_left_on(
+    tmp_path: Path,
+) -> None:
+    # --jobs 2 on a few kilobytes: no worker to start (one task), and the fast tokenizer's
+    # threads stay on; on a few megabytes: a worker, and one thread a process.
+    code = (
+        "import os, sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "pool = r._pool\n"
+        "def counted(*args):\n    print('pool', file=sys.stderr)\n    return pool(*args)\n"
+        "r._pool = counted\n"
+        "try:\n    cli(['render-dataset', '--contract', 'reply@1', '--input', sys.argv[1],"
+        " '--out', sys.argv[2], '-q', '--jobs', '2'])\n"
+        "finally:\n    print(os.environ.get('TOKENIZERS_PARALLELISM'), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in _subprocess_env().items() if k != "TOKENIZERS_PARALLELISM"}
+    seen = []
+    for n in (100, 15_000):
+        src = tmp_path / f"in{n}.jsonl"
+        src.write_text(records(n))
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(src), str(tmp_path / f"o{n}")],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        seen.append(done.stderr.split())
+    assert seen == [["None"], ["pool", "false"]]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork is used on Linux only")
 def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> None:
     import threading

@@ -523,8 +523,11 @@ def test_summary_warns_when_a_tag_has_no_training_rows() -> None:
     assert "rejects: 3 (see rejects.jsonl)" in summary
 
 
-def test_worker_processes_give_byte_identical_output(tmp_path: Path) -> None:
-    # 2,600 records: several 512-record chunks in flight, duplicates, threads, repeats, tokens.
+def test_worker_processes_give_byte_identical_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2,600 records in 64 KB tasks: several in flight, duplicates, threads, repeats, tokens.
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 1 << 16)
     tok = make_tokenizer(tmp_path / "tok")
     records = [reply(i, thread=f"t{i // 5}") for i in range(2000)] + [reply(7, thread="t1")]
     a = write_jsonl(tmp_path / "a.jsonl", records)
@@ -731,6 +734,29 @@ def test_explicit_jobs_start_the_workers_first_and_an_early_error_stops_them(
     one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
     two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
     assert one["files"] == two["files"]
+
+
+def test_explicit_jobs_on_a_single_task_of_input_start_no_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jarvis.dataset import records
+    from jarvis.dataset.pipeline import input_bytes
+
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
+    assert input_bytes(recipe(src)) == src.stat().st_size
+    assert input_bytes(recipe(tmp_path / "missing.jsonl")) == 0  # render_dataset says which
+    assert not records.starts_workers(8, records.TASK_BYTES)
+    assert records.starts_workers(2, records.TASK_BYTES + 1)
+    assert not records.starts_workers(None, 1 << 30) and not records.starts_workers(1, 1 << 30)
+    started: list[int] = []
+    pool = records._pool
+    monkeypatch.setattr(records, "_pool", lambda *a: started.append(a[-1]) or pool(*a))
+    one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
+    eight = render_dataset(recipe(src), tmp_path / "eight", jobs=8)
+    assert started == [] and one["files"] == eight["files"]
+    monkeypatch.setattr(records, "TASK_BYTES", 4096)  # now several tasks: 7 workers
+    assert render_dataset(recipe(src), tmp_path / "many", jobs=8)["files"] == one["files"]
+    assert started == [7]
 
 
 def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(

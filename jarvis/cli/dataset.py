@@ -91,10 +91,6 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     """Render verified, composition-aware mlx-lm training data from one contract."""
     from pathlib import Path
 
-    if opts["jobs"] is not None and opts["jobs"] > 1:  # before numpy or a tokenizer loads
-        from jarvis.dataset.records import one_thread_per_process
-
-        one_thread_per_process()
     from jarvis.dataset import (
         Recipe,
         composition_warnings,
@@ -130,6 +126,11 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     out = opts["out"]
     if out is None:
         raise click.UsageError("--out is required")
+    from jarvis.dataset.pipeline import input_bytes
+    from jarvis.dataset.records import one_thread_per_process, starts_workers
+
+    if starts_workers(opts["jobs"], input_bytes(recipe)):  # before numpy or a tokenizer loads
+        one_thread_per_process()
     manifest = render_dataset(
         recipe,
         Path(out),

@@ -60,6 +60,15 @@ def _collect_files(recipe: Recipe, contract: Contract) -> list[tuple[InputSpec, 
     return files
 
 
+def input_bytes(recipe: Recipe) -> int:
+    """The bytes of every input file of `recipe` (0 when one is missing: `render_dataset`
+    then says which)."""
+    try:
+        return sum(path.stat().st_size for spec in recipe.input_specs() for path in expand(spec))
+    except (JarvisError, OSError):
+        return 0
+
+
 def render_dataset(
     recipe: Recipe,
     out: Path,

@@ -208,12 +208,19 @@ def start_early(
     Returns:
         The pool for `Workers`, or None (auto, one process, or a single task).
     """
-    if jobs is None or jobs < 2 or size <= TASK_BYTES:
+    if not starts_workers(jobs, size):
         return None
     executor = _pool(recipe, contract, renderer, jobs - 1)
     for _ in range(jobs - 1):
         executor.submit(_warm)
     return executor
+
+
+def starts_workers(jobs: int | None, size: int) -> bool:
+    """Whether an explicit `--jobs` runs worker processes on `size` bytes of input: more
+    than one job, and more than one task of input to share (else one process does it all,
+    without a worker's start-up, and its tokenizer keeps its threads)."""
+    return jobs is not None and jobs > 1 and size > TASK_BYTES
 
 
 def _pool(recipe: Recipe, contract: Contract, renderer: RowRenderer, n: int) -> Executor:
@@ -258,7 +265,8 @@ def _threads() -> int:
 
 
 def one_thread_per_process() -> None:
-    """For an explicit `--jobs N`, before anything is imported: N processes of one thread.
+    """For an explicit `--jobs N` that `starts_workers`, before anything is imported: N
+    processes of one thread.
 
     The fast tokenizer's thread pool and numpy's BLAS threads would only oversubscribe the
     cores N processes fill, and a process still on its one thread after loading its
@@ -311,7 +319,7 @@ class Workers:
     def _want_pool(self) -> int:
         """How many processes should scan from now on (1: this one alone)."""
         if self.jobs is not None:
-            return self.jobs
+            return self.jobs if starts_workers(self.jobs, self.total) else 1
         cores = cpus()
         n = min(cores, 8)
         if n < 2 or self.done_bytes < TASK_BYTES // 2:

@@ -208,7 +208,7 @@ def start_early(
     Returns:
         The pool for `Workers`, or None (auto, one process, or a single task).
     """
-    if not starts_workers(jobs, size):
+    if jobs is None or not starts_workers(jobs, size):
         return None
     executor = _pool(recipe, contract, renderer, jobs - 1)
     for _ in range(jobs - 1):

@@ -137,8 +137,8 @@ def bucket_output(
             continue  # a duplicate, or a record the main process rejected
         s = split_of[unit]
         # One split of the line: its head (key, seq, copy), then the payload's fields (JSON
-        # escapes every tab inside them).
-        parts = line.split(b"\t")
+        # escapes every tab inside them; the record, last, is not scanned).
+        parts = line.split(b"\t", 4)
         if parts[0][28:32] != b"0000":  # a --repeat copy (its payload is the row): train only
             if s == TRAIN:
                 rows[s].append(parts[1] if rag is None else rag.get(unit)[0])

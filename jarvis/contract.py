@@ -342,32 +342,44 @@ class Contract:
         Raises:
             SpecialTokenError, RecordError: as `messages`.
         """
+        policy = policy or self._policy
         fields = self.rendered_fields
-        data = dict(zip(fields, map(dumped.get, fields), strict=True))
-        return self._messages(data, with_target, policy or self._policy)
+        if policy.mode == "escape":
+            data = dict(zip(fields, map(dumped.get, fields), strict=True))
+            return self._messages(data, with_target, policy)
+        # Refuse mode renders the values as they are: the context is made in one step.
+        context: dict[str, Any] = {**self.spec.parameters}
+        context.update(zip(fields, map(dumped.get, fields), strict=True))
+        return self._render_messages(context, with_target, policy)
 
     def _messages(
         self, data: dict[str, Any], with_target: bool, policy: SpecialTokenPolicy
     ) -> list[dict[str, str]]:
         if policy.mode == "escape":
             data = policy.apply(data)
-        context = {**self.spec.parameters, **data}
+        return self._render_messages({**self.spec.parameters, **data}, with_target, policy)
+
+    def _render_messages(
+        self, context: dict[str, Any], with_target: bool, policy: SpecialTokenPolicy
+    ) -> list[dict[str, str]]:
         user = render_template(self._templates["user"], context, where=self._wheres["user"])
         out = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": user},
         ]
+        target = None
         if with_target:
-            out.append({"role": "assistant", "content": self._render_target(context)})
+            target = self._render_target(context)
+            out.append({"role": "assistant", "content": target})
         if policy.mode == "refuse":
             # Scanning the rendered text is one regex per message instead of a walk over every
             # value; the walk runs only to name the field once something was found.
-            for message in out[1:]:
-                token = policy.find(message["content"])
+            for role, text in (("user", user), ("assistant", target)):
+                token = None if text is None else policy.find(text)
                 if token is not None:
-                    policy.apply(data)
+                    policy.apply({f: context.get(f) for f in self.rendered_fields})
                     raise SpecialTokenError(
-                        f"{message['role']} content: contains the chat control string "
+                        f"{role} content: contains the chat control string "
                         f"{token!r}, formed by the {self.ref} template; refused",
                         field=None,
                     )

@@ -10,6 +10,7 @@ workers can spill before the main process has decided.
 from __future__ import annotations
 
 from array import array
+from binascii import hexlify
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -55,7 +56,7 @@ class SpillWriter:
     def add(self, key: bytes, seq: int, copy: int, row: bytes) -> None:
         """A `--repeat` copy of a row (train only), under its own 8-byte shuffle key."""
         self.files[key[0] >> self.shift].write(
-            b"%s%012x%04x\t%s\n" % (key.hex().encode(), seq, copy, row)
+            b"%s%012x%04x\t%s\n" % (hexlify(key), seq, copy, row)
         )
 
     def add_record(
@@ -64,7 +65,7 @@ class SpillWriter:
         """A record's copy 0: the row, then what records.jsonl takes (formatted once, no
         payload joined first)."""
         self.files[key[0] >> self.shift].write(
-            b"%s%012x0000\t%s\t%s\t%s\t%s\n" % (key.hex().encode(), seq, row, rid, tag, record)
+            b"%s%012x0000\t%s\t%s\t%s\t%s\n" % (hexlify(key), seq, row, rid, tag, record)
         )
 
     def flush(self) -> None:

@@ -136,14 +136,13 @@ def bucket_output(
         if unit < 0:
             continue  # a duplicate, or a record the main process rejected
         s = split_of[unit]
+        if line[28:32] != b"0000":  # a --repeat copy (its payload is the row): train only
+            if s == TRAIN:
+                rows[s].append(line[33:] if rag is None else rag.get(unit)[0])
+            continue
         # One split of the line: its head (key, seq, copy), then the payload's fields (JSON
         # escapes every tab inside them; the record, last, is not scanned).
-        parts = line.split(b"\t", 4)
-        if parts[0][28:32] != b"0000":  # a --repeat copy (its payload is the row): train only
-            if s == TRAIN:
-                rows[s].append(parts[1] if rag is None else rag.get(unit)[0])
-            continue
-        _, row, rid, tag, record = parts
+        _, row, rid, tag, record = line.split(b"\t", 4)
         if rag is not None:
             row, record = rag.get(unit)
         entries.append(

@@ -76,8 +76,8 @@ from jarvis.cli.common import (
     "-j",
     type=click.IntRange(min=1),
     help="Processes doing the work, this one included (default: one per CPU, at most 8, "
-    "once the first megabytes show the input is big enough to pay for them). The output is "
-    "byte-identical whatever the number.",
+    "once the first megabytes show the input is big enough to pay for them; 1 MB of input "
+    "or less always runs in one). The output is byte-identical whatever the number.",
 )
 @click.option(
     "--quiet",

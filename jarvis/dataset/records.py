@@ -372,10 +372,12 @@ class Workers:
         def remote(i: int) -> tuple[Callable[..., ParkedBucket], tuple[Any, ...]]:
             return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
 
-        # A bucket's output is megabytes: at most two ahead per worker, enough to keep one
-        # busy while this process forms its own (a thread here writes and hashes them).
+        # A bucket's output is megabytes, but a worker's waits in a file (page cache, not this
+        # process's memory) until its turn: four ahead per worker keep it busy while this
+        # process forms its own and its thread writes and hashes them all (two ahead left
+        # both processes waiting a third of pass 2, traced).
         ordered: Iterator[tuple[int, Bucket | ParkedBucket]] = self._ordered(
-            numbers, here, remote, grow=False, depth=2, limit=2 * self.count + 1
+            numbers, here, remote, grow=False, depth=4, limit=4 * self.count + 2
         )
         for _, bucket in ordered:
             yield bucket.load() if isinstance(bucket, ParkedBucket) else bucket

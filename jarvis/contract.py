@@ -342,26 +342,16 @@ class Contract:
         Raises:
             SpecialTokenError, RecordError: as `messages`.
         """
-        policy = policy or self._policy
         fields = self.rendered_fields
-        if policy.mode == "escape":
-            data = dict(zip(fields, map(dumped.get, fields), strict=True))
-            return self._messages(data, with_target, policy)
-        # Refuse mode renders the values as they are: the context is made in one step.
-        context: dict[str, Any] = {**self.spec.parameters}
-        context.update(zip(fields, map(dumped.get, fields), strict=True))
-        return self._render_messages(context, with_target, policy)
+        data = dict(zip(fields, map(dumped.get, fields), strict=True))
+        return self._messages(data, with_target, policy or self._policy)
 
     def _messages(
         self, data: dict[str, Any], with_target: bool, policy: SpecialTokenPolicy
     ) -> list[dict[str, str]]:
         if policy.mode == "escape":
             data = policy.apply(data)
-        return self._render_messages({**self.spec.parameters, **data}, with_target, policy)
-
-    def _render_messages(
-        self, context: dict[str, Any], with_target: bool, policy: SpecialTokenPolicy
-    ) -> list[dict[str, str]]:
+        context = {**self.spec.parameters, **data}
         user = render_template(self._templates["user"], context, where=self._wheres["user"])
         out = [
             {"role": "system", "content": self.system_prompt},
@@ -377,7 +367,7 @@ class Contract:
             for role, text in (("user", user), ("assistant", target)):
                 token = None if text is None else policy.find(text)
                 if token is not None:
-                    policy.apply({f: context.get(f) for f in self.rendered_fields})
+                    policy.apply(data)
                     raise SpecialTokenError(
                         f"{role} content: contains the chat control string "
                         f"{token!r}, formed by the {self.ref} template; refused",

@@ -126,11 +126,6 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
     out = opts["out"]
     if out is None:
         raise click.UsageError("--out is required")
-    from jarvis.dataset.pipeline import input_bytes
-    from jarvis.dataset.records import one_thread_per_process, starts_workers
-
-    if starts_workers(opts["jobs"], input_bytes(recipe)):  # before numpy or a tokenizer loads
-        one_thread_per_process()
     manifest = render_dataset(
         recipe,
         Path(out),
@@ -138,6 +133,7 @@ def render_dataset_cmd(ctx: click.Context, /, **opts: Any) -> None:
         root=get_root(ctx),
         progress=True,
         jobs=opts["jobs"] or "auto",
+        one_thread=True,
     )
     if opts["quiet"]:
         for line in composition_warnings(manifest):  # -q silences all but the warnings

@@ -15,7 +15,15 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
 from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
-from jarvis.dataset.records import Workers, _pass_one, _State, start_early, stop_pool
+from jarvis.dataset.records import (
+    Workers,
+    _pass_one,
+    _State,
+    one_thread_per_process,
+    start_early,
+    starts_workers,
+    stop_pool,
+)
 from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import Scanner
@@ -60,15 +68,6 @@ def _collect_files(recipe: Recipe, contract: Contract) -> list[tuple[InputSpec, 
     return files
 
 
-def input_bytes(recipe: Recipe) -> int:
-    """The bytes of every input file of `recipe` (0 when one is missing: `render_dataset`
-    then says which)."""
-    try:
-        return sum(path.stat().st_size for spec in recipe.input_specs() for path in expand(spec))
-    except (JarvisError, OSError):
-        return 0
-
-
 def render_dataset(
     recipe: Recipe,
     out: Path,
@@ -77,6 +76,7 @@ def render_dataset(
     root: str | Path | None = None,
     progress: bool = False,
     jobs: int | Literal["auto"] = 1,
+    one_thread: bool = False,
 ) -> dict[str, Any]:
     """Render, check and write an mlx-lm dataset folder from raw records.
 
@@ -93,6 +93,10 @@ def render_dataset(
             megabytes, timed here, show the time they would save exceeds what a worker
             costs to start. Workers need the guard in a calling script. The output is
             byte-identical whatever the number.
+        one_thread: where an explicit `jobs` starts workers, set one thread a process
+            (`records.one_thread_per_process`) before the tokenizer and numpy load, so
+            that workers fork with the loaded tokenizer. The CLI's choice: it changes the
+            process's environment, which a library leaves to its caller.
 
     Returns:
         The manifest written to `out/manifest.json`.
@@ -109,9 +113,12 @@ def render_dataset(
     contract = load_contract(recipe.contract, root=root if root is not None else recipe.root)
     files = _collect_files(recipe, contract)
     size = sum(path.stat().st_size for _, path in files)
+    explicit = None if jobs == "auto" else jobs
+    if one_thread and starts_workers(explicit, size):  # before numpy or a tokenizer loads
+        one_thread_per_process()
     renderer = RowRenderer(contract, recipe)
     startup = time.perf_counter() - started  # what a worker pays again before its first task
-    early = start_early(recipe, contract, renderer, None if jobs == "auto" else jobs, size)
+    early = start_early(recipe, contract, renderer, explicit, size)
     try:
         data = [s.path for s in recipe.input_specs()]
         reads: list[str | os.PathLike[str]] = [

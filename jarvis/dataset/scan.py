@@ -14,12 +14,9 @@ import functools
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
 from typing import Any
 
 import orjson
-from orjson import OPT_SORT_KEYS as SORT_KEYS
-from orjson import dumps
 
 from jarvis.checks import verdict
 from jarvis.contract import Contract
@@ -29,8 +26,8 @@ from jarvis.dataset.spill import SEQ_BITS, SpillWriter
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.native import plain_dumper
-from jarvis.schemas import Record, record_identity
-from jarvis.splits import prefixed_digest, unit_key_prefix
+from jarvis.schemas import Record, dump_identity, record_identity
+from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 
 _PLAIN_GROUPS = (str, int, bool, str | None, int | None, bool | None)
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
@@ -96,7 +93,6 @@ class Scanner:
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
-        self.original_prefix = self.shuffle_prefix + b"\x00"
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
         # Validation and dump in one plain function where the schema allows (`native`); a
@@ -203,11 +199,8 @@ class Scanner:
             if record is None:  # pydantic's result, or its error
                 model = contract.validate(value)
                 record, digest, rid, text = record_identity(model)
-            else:  # `dump_identity`, inline
-                text = dumps(record, option=SORT_KEYS)
-                digest = sha256(text).digest()
-                explicit = record.get("id") if self.has_id else None
-                rid = explicit if isinstance(explicit, str) else digest.hex()[:16]
+            else:
+                record, digest, rid, text = dump_identity(contract.schema, record)
             row, target, messages = self.renderer.render(model, rid, record)
         except RecordError as exc:
             self._reject(out, i, str(exc))
@@ -243,8 +236,7 @@ class Scanner:
         if tag is not None:
             out.tags[i] = tag
         out.content.append(int.from_bytes(digest[:8], "big"))
-        # `prefixed_key` and `prefixed_digest`, inline (two hashes a record).
-        out.key.append(int.from_bytes(sha256(self.record_prefix + digest).digest()[:8], "big"))
+        out.key.append(prefixed_key(self.record_prefix, digest))
         out.mask.append(mask)
         # Records of an untagged input may carry their own tag; a tagged input tags them all.
         name = tag if own_tags and tag is not None and tag != task.tag else task.tag
@@ -254,7 +246,7 @@ class Scanner:
         spill = self.spill
         assert spill is not None
         spill.add_record(
-            sha256(self.original_prefix + digest).digest()[:8],
+            prefixed_digest(self.shuffle_prefix, b"\x00" + digest),
             seq,
             row,
             rid_json,

@@ -756,35 +756,6 @@ def test_explicit_jobs_on_a_single_task_of_input_start_no_worker(
     assert started == [7]
 
 
-def test_while_workers_run_results_are_handed_in_at_a_short_switch_interval(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
-
-    from jarvis.dataset import records
-
-    # Observed where this process commits each task's result, while the pool is up.
-    seen: list[float] = []
-    keep = records._keep
-    monkeypatch.setattr(
-        records, "_keep", lambda *a: seen.append(sys.getswitchinterval()) or keep(*a)
-    )
-    monkeypatch.setattr(records, "TASK_BYTES", 4096)
-    before = sys.getswitchinterval()
-    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
-    render_dataset(recipe(src), tmp_path / "one", jobs=1)
-    assert seen and set(seen) == {before}  # one process: nothing changed
-    seen.clear()
-    render_dataset(recipe(src), tmp_path / "two", jobs=2)
-    assert seen and set(seen) == {min(before, records._SWITCH_INTERVAL)}
-    assert sys.getswitchinterval() == before  # given back when the workers stop
-    # ... also when the run fails with the workers up (too many rejects, after pass 1).
-    bad = write_jsonl(tmp_path / "bad.jsonl", [reply(i) for i in range(200)] + [{"x": 1}] * 100)
-    with pytest.raises(InputError, match="above --max-reject-rate"):
-        render_dataset(recipe(bad), tmp_path / "bad", jobs=2)
-    assert sys.getswitchinterval() == before
-
-
 def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,11 +35,6 @@ from jarvis.inputs import DEFAULT_TAG, InputSpec, RawRecord, iter_file, plain_li
 from jarvis.splits import unit_key
 
 _RAW_CHUNK = 512  # records per task for inputs the main process reads itself
-# While workers run, this process's main thread holds the GIL scanning, and the pool's result
-# thread needs it for each 64 KB read of a worker's reply: at Python's default 5 ms switch
-# interval a worker waited about 7 ms a task to hand its result in (0.26 of 1.3 s, traced at
-# 200,000 records). A shorter interval costs nothing while no other thread waits.
-_SWITCH_INTERVAL = 0.0005
 
 
 @dataclass
@@ -318,11 +313,8 @@ class Workers:
         self.warm = False
         self.busy = 0.0
         self.cpu = 0.0
-        self.executor: Executor | None = None
-        self.count = 0  # worker processes
-        self.switch: float | None = None  # the interval to restore, once workers run
-        if executor is not None:  # started early (`start_early`), else later
-            self._own(executor, (jobs or 1) - 1)
+        self.executor: Executor | None = executor  # started early (`start_early`), or later
+        self.count = 0 if executor is None else (jobs or 1) - 1  # worker processes
 
     def _want_pool(self) -> int:
         """How many processes should scan from now on (1: this one alone)."""
@@ -339,14 +331,9 @@ class Workers:
         saved = left * (1 - max(1 / n, load / cores))
         return n if saved > self.startup + self._SPAWN_SECONDS else 1
 
-    def _start(self, n: int) -> None:
-        self._own(_pool(self.recipe, self.contract, self.scanner.renderer, n), n)
-
-    def _own(self, executor: Executor, n: int) -> None:
-        """Take the pool of `n` workers, and hand their results in quickly (`close` undoes)."""
-        self.executor, self.count = executor, n
-        self.switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(self.switch, _SWITCH_INTERVAL))
+    def _start(self, n: int) -> Executor:
+        self.count = n
+        return _pool(self.recipe, self.contract, self.scanner.renderer, n)
 
     def _here(self, task: Task, data: bytes | None) -> Scanned:
         t, cpu = time.perf_counter(), time.process_time()
@@ -417,7 +404,7 @@ class Workers:
                 if grow and more and self.executor is None:
                     n = self._want_pool()
                     if n > 1:
-                        self._start(n - 1)
+                        self.executor = self._start(n - 1)
                 # Keep every worker fed with `depth` items ahead, the window bounded (results
                 # done but not yet consumed count too: a bucket's output is megabytes).
                 most = limit or 2 * depth * (self.count + 1)
@@ -466,9 +453,6 @@ class Workers:
     def close(self) -> None:
         if self.executor is not None:
             stop_pool(self.executor)
-        if self.switch is not None:
-            sys.setswitchinterval(self.switch)
-            self.switch = None
 
 
 _END: Any = object()

@@ -195,7 +195,9 @@ def _bucket_task(
     spill = _worker_spill(folder, buckets)
     if _MAPS is None or _MAPS[0] != maps:
         _MAPS = maps, Maps.load(maps)
-    return bucket_output(spill.bucket(i), _MAPS[1], None, rag_field).park(maps / f"{i:03d}.out")
+    return bucket_output(spill.bucket_bytes(i), _MAPS[1], None, rag_field).park(
+        maps / f"{i:03d}.out"
+    )
 
 
 def start_early(
@@ -367,7 +369,7 @@ class Workers:
         numbers = iter(range(spill.buckets_n))
 
         def here(i: int) -> Bucket:
-            return bucket_output(spill.bucket(i), maps, None, rag_field)
+            return bucket_output(spill.bucket_bytes(i), maps, None, rag_field)
 
         def remote(i: int) -> tuple[Callable[..., ParkedBucket], tuple[Any, ...]]:
             return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)

@@ -15,7 +15,7 @@ from jarvis.dataset.plan import _Plan, _share
 from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.records import _State
 from jarvis.dataset.row import RowRenderer, prefix_error
-from jarvis.dataset.spill import Spill
+from jarvis.dataset.spill import Spill, entry_parts
 from jarvis.errors import (
     TokenizationError,
 )
@@ -75,7 +75,7 @@ def _retrieve_rows(
     units = []
     for unit, copy, payload in spill.kept(keep=True):
         if not copy:
-            _, rid, _, record = payload.split(b"\t")
+            rid, record = entry_parts(payload)
             units.append((unit, orjson.loads(rid), record))
     items = []
     for unit, rid, record in units:

@@ -2,7 +2,10 @@
 
 A line is `<shuffle hash:16 hex><seq:12 hex><copy:4 hex>\\t<payload>`. The bucket is the top
 bits of the hash, so reading the buckets in order, each sorted, gives every line in hash
-order. `seq` is the record's place in the input (task number, index in the task): the main
+order. A record's payload (copy 0) is `<row>\\t{"id":<id>,"split":\\t,"tag":<tag>,"record":
+<record>}`: its records.jsonl entry already formed around the split, which pass 2 alone knows
+(JSON escapes every tab and newline inside the parts). A `--repeat` copy's payload is the
+row. `seq` is the record's place in the input (task number, index in the task): the main
 process maps it to a unit (a kept record) or drops it (a duplicate, a record it rejected), so
 workers can spill before the main process has decided.
 """
@@ -62,10 +65,11 @@ class SpillWriter:
     def add_record(
         self, key: bytes, seq: int, row: bytes, rid: bytes, tag: bytes, record: bytes
     ) -> None:
-        """A record's copy 0: the row, then what records.jsonl takes (formatted once, no
-        payload joined first)."""
+        """A record's copy 0: the row, then its records.jsonl entry in two parts, the split
+        left out (formatted once, no payload joined first)."""
         self.files[key[0] >> self.shift].write(
-            b"%s%012x0000\t%s\t%s\t%s\t%s\n" % (hexlify(key), seq, row, rid, tag, record)
+            b'%s%012x0000\t%s\t{"id":%s,"split":\t,"tag":%s,"record":%s}\n'
+            % (hexlify(key), seq, row, rid, tag, record)
         )
 
     def flush(self) -> None:
@@ -102,6 +106,17 @@ class Spill:
         lines.sort()
         return lines
 
+    def bucket_bytes(self, i: int) -> bytes:
+        """Bucket `i`'s lines from every process as they were written, unsorted (and the
+        files deleted)."""
+        parts: list[bytes] = []
+        for folder in sorted(self.folder.iterdir()):
+            path = folder / f"{i:03d}"
+            if path.is_file():
+                parts.append(path.read_bytes())
+                path.unlink()
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
     def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
         """Yield each bucket's lines, sorted, in hash order."""
         for i in range(self.buckets_n):
@@ -117,3 +132,11 @@ class Spill:
                 unit = units[seq >> SEQ_BITS][seq & mask]
                 if unit >= 0:
                     yield unit, line[28:32] != b"0000", line[33:]
+
+
+def entry_parts(payload: bytes) -> tuple[bytes, bytes]:
+    """A record line's payload (`Spill.kept`): its id's JSON and its record's JSON."""
+    _, head, tail = payload.split(b"\t")
+    # `,"record":` cannot occur inside the tag's JSON string (its quotes would be escaped).
+    at = tail.index(b',"record":')
+    return head[len(b'{"id":') : -len(b',"split":')], tail[at + len(b',"record":') : -1]

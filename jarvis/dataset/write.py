@@ -94,6 +94,20 @@ class Maps:
     def __init__(self, units: list[array[int]], split_of: bytearray) -> None:
         self.units = units
         self.split_of = split_of
+        self._flat: tuple[Any, Any, Any] | None = None
+
+    def flat(self) -> tuple[Any, Any, Any]:
+        """numpy views for a whole bucket at once: every task's units end to end, where each
+        task's start there, and the split per unit."""
+        if self._flat is None:
+            import numpy as np
+
+            lengths = np.fromiter((len(u) for u in self.units), np.int64, len(self.units))
+            starts = np.zeros(len(self.units) + 1, np.int64)
+            np.cumsum(lengths, out=starts[1:])
+            flat = np.frombuffer(b"".join(u.tobytes() for u in self.units) or b"", np.int32)
+            self._flat = flat, starts, np.frombuffer(bytes(self.split_of), np.uint8)
+        return self._flat
 
     def save(self, folder: Path) -> Path:
         """Write the maps for worker processes; returns the folder to `load` from."""
@@ -118,38 +132,119 @@ class Maps:
         return cls(units, bytearray((folder / "split").read_bytes()))
 
 
-def bucket_output(
-    lines: list[bytes], maps: Maps, rag: _RagRows | None, rag_field: str | None
+def _hex(digits: Any) -> Any:
+    """Rows of hex digit values (0-15, one column each) as unsigned 64-bit numbers."""
+    import numpy as np
+
+    value = np.zeros(len(digits), np.uint64)
+    for column in digits.T.astype(np.uint64):
+        value = (value << 4) | column
+    return value
+
+
+def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str | None) -> Bucket:
+    """Form one bucket's output from its spilled lines (`Spill.bucket_bytes`, any order).
+
+    The lines are ordered and mapped to units and splits as whole arrays: a line's place is
+    its 32 hex digits (shuffle key, seq, copy), the same order as sorting the lines. Each
+    output line is then one slice of `data` (a row), or two around the split's name (a
+    records.jsonl entry).
+    """
+    import numpy as np
+
+    empty: list[tuple[bytes | memoryview, int]] = [(b"", 0)] * len(SPLITS)
+    if not data:
+        return Bucket(empty, (b"", 0), [0] * len(SPLITS))
+    raw = np.frombuffer(data, np.uint8)
+    # Tabs and newlines in one scan (JSON has no other control byte, the heads none at all).
+    cuts = np.flatnonzero(raw <= 10)
+    newline = raw[cuts] == 10
+    ends, tabs = cuts[newline], cuts[~newline]
+    starts = np.empty_like(ends)
+    starts[0], starts[1:] = 0, ends[:-1] + 1
+    digits = raw[starts[:, None] + np.arange(32)] - 48  # the line's head, as digit values
+    digits -= np.uint8(39) * (digits > 9)  # a-f
+    seq = _hex(digits[:, 16:28]).astype(np.int64)
+    copy = _hex(digits[:, 28:32])
+    order = np.lexsort((copy, seq, _hex(digits[:, :16])))
+    flat, task_start, split_of = maps.flat()
+    seq = seq[order]
+    unit = flat[task_start[seq >> SEQ_BITS] + (seq & ((1 << SEQ_BITS) - 1))]
+    kept = unit >= 0  # else a duplicate, or a record the main process rejected
+    order, unit = order[kept], unit[kept]
+    split = split_of[unit]
+    repeat = copy[order] != 0
+    wanted = ~repeat | (split == TRAIN)  # a --repeat copy goes to train only
+    order, unit, split, repeat = order[wanted], unit[wanted], split[wanted], repeat[wanted]
+    row_start, line_end = starts[order] + 33, ends[order]
+    # A record line's two tabs after its row: the entry's parts around the split.
+    first = np.minimum(np.searchsorted(tabs, row_start), len(tabs) - 1)
+    row_end = np.where(repeat, line_end, tabs[first])
+    second = tabs[np.minimum(first + 1, len(tabs) - 1)]
+    record = ~repeat
+    view = memoryview(data)
+    with_block = [0] * len(SPLITS)
+    if rag is not None:
+        return _rag_output(view, rag, rag_field, unit, split, repeat, row_end, second, line_end)
+    rows: list[tuple[bytes | memoryview, int]] = []
+    for s in range(len(SPLITS)):
+        mine = split == s
+        a, b = row_start[mine].tolist(), row_end[mine].tolist()
+        rows.append((b"\n".join([view[x:y] for x, y in zip(a, b, strict=True)] + [b""]), len(a)))
+    heads, tails, names = row_end[record] + 1, second[record] + 1, split[record]
+    lines = line_end[record] + 1
+    n = len(heads)
+    parts: list[Any] = [None] * (3 * n)
+    parts[0::3] = [view[x:y] for x, y in zip(heads.tolist(), (tails - 1).tolist(), strict=True)]
+    parts[1::3] = [_SPLIT_JSON[s] for s in names.tolist()]
+    parts[2::3] = [view[x:y] for x, y in zip(tails.tolist(), lines.tolist(), strict=True)]
+    if rag_field is not None:
+        # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
+        # value every quote is escaped, so it cannot match there); counted once per record.
+        needle = b'"%s":[{' % rag_field.encode()
+        found: set[int] = set()
+        at = data.find(needle)
+        while at >= 0:
+            found.add(at)
+            at = data.find(needle, at + 1)
+        if found:
+            hits = np.zeros(len(raw) + 1, np.int64)  # one past the end: a bound, never a hit
+            hits[np.fromiter(found, np.int64, len(found))] = 1
+            spans = np.add.reduceat(hits, np.stack([tails, lines]).T.ravel())[0::2]
+            for s in range(len(SPLITS)):
+                with_block[s] = int(np.count_nonzero(spans[names == s]))
+    return Bucket(rows, (b"".join(parts), n), with_block)
+
+
+def _rag_output(
+    view: memoryview,
+    rag: _RagRows,
+    rag_field: str | None,
+    unit: Any,
+    split: Any,
+    repeat: Any,
+    row_end: Any,
+    second: Any,
+    line_end: Any,
 ) -> Bucket:
-    """Form one sorted bucket's output lines."""
-    units, split_of = maps.units, maps.split_of
-    low = (1 << SEQ_BITS) - 1
-    # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
-    # value every quote is escaped, so it cannot match there).
+    """`bucket_output` where rows were re-rendered with their exemplars: each kept line's
+    row and record come from `rag`, its id and tag from the spill."""
     needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
     with_block = [0] * len(SPLITS)
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
-    for line in lines:
-        seq = int(line[16:28], 16)
-        unit = units[seq >> SEQ_BITS][seq & low]
-        if unit < 0:
-            continue  # a duplicate, or a record the main process rejected
-        s = split_of[unit]
-        if line[28:32] != b"0000":  # a --repeat copy (its payload is the row): train only
-            if s == TRAIN:
-                rows[s].append(line[33:] if rag is None else rag.get(unit)[0])
-            continue
-        # One split of the line: its head (key, seq, copy), then the payload's fields (JSON
-        # escapes every tab inside them; the record, last, is not scanned).
-        _, row, rid, tag, record = line.split(b"\t", 4)
-        if rag is not None:
-            row, record = rag.get(unit)
-        entries.append(
-            b'{"id":%s,"split":%s,"tag":%s,"record":%s}' % (rid, _SPLIT_JSON[s], tag, record)
-        )
-        if needle is not None and needle in record:
-            with_block[s] += 1
+    for u, s, copy, head, tail, end in zip(
+        unit.tolist(), split.tolist(), repeat.tolist(), (row_end + 1).tolist(),
+        (second + 1).tolist(), line_end.tolist(), strict=True,
+    ):  # fmt: skip
+        row, record = rag.get(u)
+        if not copy:
+            rest = bytes(view[tail:end])  # ,"tag":<tag>,"record":<the spilled record>}
+            tag = rest[: rest.index(b',"record":')]
+            head_part = bytes(view[head : tail - 1])
+            entries.append(b'%s%s%s,"record":%s}' % (head_part, _SPLIT_JSON[s], tag, record))
+            if needle is not None and needle in record:
+                with_block[s] += 1
         rows[s].append(row)
     return Bucket([(_lines(r), len(r)) for r in rows], (_lines(entries), len(entries)), with_block)
 
@@ -211,5 +306,5 @@ def serial_buckets(
     spill: Spill, maps: Maps, rag: _RagRows | None, rag_field: str | None
 ) -> Iterator[Bucket]:
     """Every bucket's output, formed in this process."""
-    for lines in spill.buckets():
-        yield bucket_output(lines, maps, rag, rag_field)
+    for i in range(spill.buckets_n):
+        yield bucket_output(spill.bucket_bytes(i), maps, rag, rag_field)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NAMES = ("Sam", "Priya", "Marcus", "Mom", "Ravi", "Jess")
 WORDS = "ya omw lol down later tonight dinner rent gym sure ok cool where when what time".split()
@@ -99,13 +101,36 @@ def _cli(src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = 
     return cmd
 
 
-def _cli_once(src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = None) -> float:
+def _cli_once(
+    src: Path, out: Path, jobs: int | None = None, tokenizer: str | None = None
+) -> tuple[float, float]:
     """One `jarvis render-dataset` CLI run in a fresh process, as users run `--jobs`
-    (interpreter start and imports included); returns its seconds."""
+    (interpreter start and imports included); returns its seconds and the CPU seconds it
+    used, its workers' and threads' included."""
     cmd = _cli(src, out, jobs, tokenizer)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    return wall, _cpu_since(before)
+
+
+def _both_once(src: Path, base: Path) -> tuple[float, float]:
+    """Two `--jobs 1` CLI runs of the whole input at once: what running two processes
+    costs on this machine beyond twice the work (caches, memory, neighbours)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    runs = [
+        subprocess.Popen(_cli(src, base / f"both{i}", 1), stdout=subprocess.DEVNULL) for i in (1, 2)
+    ]
+    if any(p.wait() for p in runs):
+        raise subprocess.CalledProcessError(1, "render-dataset")
+    return time.perf_counter() - t, _cpu_since(before)
+
+
+def _cpu_since(before: resource.struct_rusage) -> float:
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
 
 
 QWEN = Path(__file__).resolve().parent.parent.parent / "shared/realdata/tokenizers/qwen2.5-instruct"
@@ -149,9 +174,11 @@ ROUNDS = 5
 
 @dataclass
 class Rounds:
-    """Seconds of each function in each round, from `alternate`."""
+    """Seconds of each function in each round, from `alternate` (and the CPU seconds of
+    those that report them)."""
 
     runs: dict[str, list[float]]
+    cpu: dict[str, list[float]]
 
     def median(self, name: str) -> float:
         """Median seconds of `name` over the rounds."""
@@ -164,18 +191,42 @@ class Rounds:
         each = [x / y for x, y in zip(self.runs[a], self.runs[b], strict=True)]
         return statistics.median(each), min(each), max(each)
 
+    def cores(self, name: str) -> float:
+        """CPUs `name` kept busy: the median of its rounds' CPU seconds over seconds."""
+        return statistics.median(
+            c / w for c, w in zip(self.cpu[name], self.runs[name], strict=True)
+        )
 
-def alternate(fns: dict[str, Callable[[], float]], repeats: int = ROUNDS) -> Rounds:
+
+def alternate(fns: dict[str, Callable[[], Any]], repeats: int = ROUNDS) -> Rounds:
     """Run each function in turn, `repeats` rounds, the order reversed every other round
     (A B, B A, ...: no function always runs after the same one), with the page cache's
     dirty pages written out before each run (a run's megabytes of output would otherwise
-    be flushed during whichever run comes 30 s later)."""
+    be flushed during whichever run comes 30 s later). A function returns its seconds, or
+    (seconds, CPU seconds)."""
     runs: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {}
     for r in range(repeats):
         for name, fn in list(fns.items())[:: -1 if r % 2 else 1]:
             os.sync()
-            runs[name].append(fn())
-    return Rounds(runs)
+            got = fn()
+            if isinstance(got, tuple):
+                got, used = got
+                cpu.setdefault(name, []).append(used)
+            runs[name].append(got)
+    return Rounds(runs, cpu)
+
+
+def _floor_text(runs: Rounds, one: str, both: str | None = None) -> str:
+    """What bounds `--jobs 2` / `--jobs 1` here: 2 processes have 2 CPUs, and `--jobs 1`
+    already keeps `cores` of them busy (the fast tokenizer's own threads); two processes at
+    once may each run slower than one alone (`both`: two whole runs at once / one)."""
+    cores = runs.cores(one)
+    text = f"--jobs 1 kept {cores:.2f} CPUs busy, so 2 CPUs allow >= {cores / 2:.2f}x"
+    if both is not None:
+        crowd = runs.ratio(both, one)[0]
+        text += f"; two --jobs 1 runs at once took {crowd:.2f}x one alone (-> ~{crowd / 2:.2f}x)"
+    return text
 
 
 def _ratio_text(ratio: tuple[float, float, float]) -> str:
@@ -217,6 +268,7 @@ def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...
         print(f"    {'--jobs 1':41s} {cli1:7.1f} us/record")
         print(f"    {'--jobs 2':41s} {cli2:7.1f} us/record")
         print(f"    ratio: {_ratio_text(runs.ratio('cli2', 'cli1'))} (goal <= 0.6x)")
+        print(f"    bound: {_floor_text(runs, 'cli1')}")
 
 
 # Started from this (large) process, a child's ru_maxrss would count this process's pages
@@ -273,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                 "cli1": lambda: _cli_once(src, base / "cli1", jobs=1),
                 "cli2": lambda: _cli_once(src, base / "cli2", jobs=2),
                 "auto": lambda: _cli_once(src, base / "cli"),
+                "both": lambda: _both_once(src, base),
             }
         )
         per = {k: runs.median(k) / n * 1e6 for k in runs.runs}
@@ -285,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"CLI default (auto):                 {per['auto']:7.2f} us/record")
         print(f"ratio, one process each: {_ratio_text(runs.ratio('one', 'base'))} (goal <= 2.5x)")
         print(f"ratio, CLI --jobs 2 / 1: {_ratio_text(runs.ratio('cli2', 'cli1'))} (goal <= 0.6x)")
+        print(f"  bound: {_floor_text(runs, 'cli1', 'both')}")
         print(f"ratio, CLI default / baseline: {_ratio_text(runs.ratio('auto', 'base'))}")
         tok_n = min(n, 60000)
         tokenizer_anchor(base, tok_n, system, tuple(sorted({tok_n, min(n, 150000)})))

@@ -1,0 +1,96 @@
+"""Pass 2's bucket forming (`write.bucket_output`) against the plain reading of its lines."""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jarvis.dataset.spill import SEQ_BITS, Spill, entry_parts
+from jarvis.dataset.write import Maps, bucket_output
+from jarvis.splits import SPLITS, TRAIN
+
+texts = st.text(st.characters(codec="utf-8"), max_size=12)
+records = st.fixed_dictionaries(
+    {"text": texts},
+    optional={"retrieved": st.lists(st.fixed_dictionaries({"reply": texts}), max_size=2)},
+)
+spilled = st.lists(
+    st.tuples(records, st.integers(0, 2), st.integers(0, 2), st.sampled_from(["a", "b.c", "d"])),
+    min_size=0,
+    max_size=40,
+)
+
+
+def expected(
+    lines: list[bytes], units: list[array[int]], split_of: bytes
+) -> tuple[list[bytes], bytes, list[int]]:
+    """What the bucket must hold, read line by line: sorted, then each kept line's row in
+    its split (a repeat copy in train only) and each record's entry."""
+    rows: list[list[bytes]] = [[] for _ in SPLITS]
+    entries: list[bytes] = []
+    with_block = [0] * len(SPLITS)
+    for line in sorted(lines):
+        seq = int(line[16:28], 16)
+        unit = units[seq >> SEQ_BITS][seq & ((1 << SEQ_BITS) - 1)]
+        if unit < 0:
+            continue
+        s, payload = split_of[unit], line[33:]
+        if line[28:32] != b"0000":
+            if s == TRAIN:
+                rows[s].append(payload)
+            continue
+        row, head, tail = payload.split(b"\t")
+        entries.append(head + b'"%s"' % SPLITS[s].encode() + tail)
+        with_block[s] += b'"retrieved":[{' in entry_parts(payload)[1]
+        rows[s].append(row)
+    lines_of = [b"".join(r + b"\n" for r in rs) for rs in rows]
+    return lines_of, b"".join(e + b"\n" for e in entries), with_block
+
+
+@settings(max_examples=80, deadline=None)
+@given(spilled, st.data())
+def test_a_bucket_holds_what_its_sorted_lines_say(
+    tmp_path_factory: pytest.TempPathFactory,
+    items: list[tuple[dict[str, Any], int, int, str]],
+    data: st.DataObject,
+) -> None:
+    folder = tmp_path_factory.mktemp("spill")
+    spill = Spill(folder / "spill", 32)
+    writers = [spill.writer("main"), spill.writer("w1")]  # two processes' files
+    units: list[array[int]] = [array("i") for _ in range(3)]  # three tasks
+    try:
+        for n, (record, copies, task, tag) in enumerate(items):
+            seq = task << SEQ_BITS | len(units[task])
+            units[task].append(data.draw(st.sampled_from([-1, n])))  # -1: a dropped duplicate
+            text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+            rid = orjson.dumps(hashlib.sha256(text).hexdigest()[:16])
+            row = orjson.dumps({"messages": [{"role": "user", "content": record["text"]}]})
+            writer = writers[n % 2]
+            # Keys whose first byte is 3: all in bucket 0 of 32 (its top 5 bits); some equal,
+            # as a duplicate's are, so that seq and copy order them.
+            writer.add_record(_key(b"%d" % (n % 5)), seq, row, rid, orjson.dumps(tag), text)
+            for c in range(1, copies + 1):
+                writer.add(_key(b"c%d" % (n % 3)), seq, c, row)
+    finally:
+        for writer in writers:
+            writer.close()
+    lines = [x for p in sorted(folder.rglob("000")) for x in p.read_bytes().splitlines()]
+    split_of = bytes(data.draw(st.sampled_from([0, 1, 2])) for _ in items)
+    want_rows, want_entries, want_block = expected(lines, units, split_of)
+    got = bucket_output(spill.bucket_bytes(0), Maps(units, bytearray(split_of)), None, "retrieved")
+    assert [bytes(r) for r, _ in got.rows] == want_rows
+    assert [n for _, n in got.rows] == [r.count(b"\n") for r in want_rows]
+    assert bytes(got.records[0]) == want_entries
+    assert got.records[1] == want_entries.count(b"\n")
+    assert got.with_block == want_block
+    assert not any(folder.rglob("000"))  # the bucket's files are consumed
+
+
+def _key(seed: bytes) -> bytes:
+    return b"\x03" + hashlib.sha256(seed).digest()[:7]

@@ -151,10 +151,13 @@ def _tagged(tag: str) -> list[int]:
     return pids
 
 
+BIG = 240_000  # records: seconds of work, so a signal or a second writer lands mid-run
+
+
 def _start_big_render(tmp_path: Path, out: Path, tag: str) -> subprocess.Popen[bytes]:
     big = tmp_path / "big.jsonl"
     if not big.exists():
-        big.write_text(records(60_000))
+        big.write_text(records(BIG))
     proc = subprocess.Popen(
         [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1",
          "--input", str(big), "--out", str(out), "--force", "-q", "--jobs", "2"],
@@ -235,7 +238,7 @@ def test_concurrent_writers_of_one_out_exactly_one_wins(tmp_path: Path) -> None:
     _, raw = first.communicate(timeout=120)
     assert first.returncode == 0, raw.decode()
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["records"]["read"] == 60_000  # the first writer's output, whole
+    assert manifest["records"]["read"] == BIG  # the first writer's output, whole
 
 
 def test_force_never_replaces_an_input_or_a_project_folder(tmp_path: Path) -> None:

@@ -756,6 +756,41 @@ def test_explicit_jobs_on_a_single_task_of_input_start_no_worker(
     assert started == [7]
 
 
+def test_a_render_keeps_the_garbage_collector_out_of_its_way_and_restores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from jarvis.dataset import records
+
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    keep = records._keep
+
+    def watch(*args: Any) -> None:  # where this process commits each task's result
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        keep(*args)
+
+    monkeypatch.setattr(records, "_keep", watch)
+    before = gc.get_threshold()
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
+    render_dataset(recipe(src), tmp_path / "one")
+    assert seen and all(t[0] == max(before[0], 50_000) and f > 0 for t, f in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    # A failing run restores them too (too many rejects, found after pass 1).
+    bad = write_jsonl(tmp_path / "bad.jsonl", [reply(i) for i in range(200)] + [{"x": 1}] * 100)
+    with pytest.raises(InputError, match="above --max-reject-rate"):
+        render_dataset(recipe(bad), tmp_path / "bad")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    # A freeze the caller made stays theirs.
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        render_dataset(recipe(src), tmp_path / "two")
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,9 @@ from jarvis.dataset.records import (
     Workers,
     _pass_one,
     _State,
+    few_collections,
     one_thread_per_process,
+    restore_collections,
     start_early,
     starts_workers,
     stop_pool,
@@ -118,6 +120,7 @@ def render_dataset(
         one_thread_per_process()
     renderer = RowRenderer(contract, recipe)
     startup = time.perf_counter() - started  # what a worker pays again before its first task
+    gc_settings = few_collections()  # before a fork: a forked worker inherits them
     early = start_early(recipe, contract, renderer, explicit, size)
     try:
         data = [s.path for s in recipe.input_specs()]
@@ -150,6 +153,7 @@ def render_dataset(
     finally:
         if early is not None:  # failed before the workers took it
             stop_pool(early)
+        restore_collections(gc_settings)
     return manifest
 
 

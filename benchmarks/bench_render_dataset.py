@@ -249,7 +249,9 @@ def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...
         }
     )
     hf, one = (runs.median(k) / n * 1e6 for k in ("hf", "one"))
-    print(f"with {name}, {n} records (tokenizer load included on both sides), {ROUNDS} rounds:")
+    threads = os.environ.get("TOKENIZERS_PARALLELISM", "unset: its own threads")
+    print(f"with {name}, {n} records (tokenizer load included on both sides), {ROUNDS} rounds,")
+    print(f"TOKENIZERS_PARALLELISM={threads} (`make bench` sets false):")
     print(f"  {'HF apply_chat_template(tokenize=True) loop':43s} {hf:7.1f} us/record")
     print(f"  {'render-dataset --jobs 1':43s} {one:7.1f} us/record")
     print(f"  ratio: {_ratio_text(runs.ratio('one', 'hf'))} (goal <= 0.5x)")

@@ -17,6 +17,9 @@ def test_named_benchmark_with_record_counts_runs() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("== bench_render_dataset\n")
     assert "ratio, one process each: " in done.stdout
+    # Each --jobs 2 ratio comes with the bound the machine sets on it.
+    assert done.stdout.count("bound: --jobs 1 kept ") == 2  # without, then with a tokenizer
+    assert "two --jobs 1 runs at once took " in done.stdout
 
 
 def test_an_unknown_benchmark_name_is_refused() -> None:

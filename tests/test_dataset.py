@@ -791,6 +791,56 @@ def test_a_render_keeps_the_garbage_collector_out_of_its_way_and_restores_it(
         gc.unfreeze()
 
 
+def test_a_render_whose_workers_fail_to_start_restores_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from jarvis.dataset import records
+
+    def broken(*args: Any) -> None:
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(records, "TASK_BYTES", 4096)  # several tasks: --jobs 2 starts early
+    monkeypatch.setattr(records, "_pool", broken)
+    before = gc.get_threshold()
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
+    with pytest.raises(OSError, match="no more processes"):
+        render_dataset(recipe(src), tmp_path / "out", jobs=2)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_workers_render_with_the_same_collector_settings(tmp_path: Path, method: str) -> None:
+    import gc
+
+    from jarvis.dataset import records
+    from jarvis.dataset.row import RowRenderer
+
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(10)])
+    contract = load_contract("reply@1")
+    renderer = RowRenderer(contract, recipe(src))
+    settings = records.few_collections()  # as render_dataset does before it starts workers
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(records, "_start_method", lambda: method)
+            pool = records._pool(recipe(src), contract, renderer, 1)
+        try:
+            threshold, frozen = pool.submit(_collector_settings).result(timeout=60)
+        finally:
+            records.stop_pool(pool)
+    finally:
+        records.restore_collections(settings)
+    assert threshold[0] == 50_000 and frozen > 0  # inherited by a fork, else set at start
+    assert gc.get_freeze_count() == 0
+
+
+def _collector_settings() -> tuple[tuple[int, int, int], int]:
+    import gc
+
+    return gc.get_threshold(), gc.get_freeze_count()
+
+
 def test_the_whole_array_commit_keeps_what_the_record_by_record_one_keeps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,8 +121,9 @@ def render_dataset(
     renderer = RowRenderer(contract, recipe)
     startup = time.perf_counter() - started  # what a worker pays again before its first task
     gc_settings = few_collections()  # before a fork: a forked worker inherits them
-    early = start_early(recipe, contract, renderer, explicit, size)
+    early = None
     try:
+        early = start_early(recipe, contract, renderer, explicit, size)
         data = [s.path for s in recipe.input_specs()]
         reads: list[str | os.PathLike[str]] = [
             contract.root,

@@ -96,25 +96,18 @@ class Spill:
 
     def bucket(self, i: int, *, keep: bool = False) -> list[bytes]:
         """Bucket `i`'s lines from every process, sorted (and deleted unless `keep`)."""
-        lines: list[bytes] = []
-        for folder in sorted(self.folder.iterdir()):
-            path = folder / f"{i:03d}"
-            if path.is_file():
-                lines += path.read_bytes().splitlines()
-                if not keep:
-                    path.unlink()
-        lines.sort()
-        return lines
+        return sorted(self.bucket_bytes(i, keep=keep).splitlines())
 
-    def bucket_bytes(self, i: int) -> bytes:
+    def bucket_bytes(self, i: int, *, keep: bool = False) -> bytes:
         """Bucket `i`'s lines from every process as they were written, unsorted (and the
-        files deleted)."""
+        files deleted unless `keep`)."""
         parts: list[bytes] = []
         for folder in sorted(self.folder.iterdir()):
             path = folder / f"{i:03d}"
             if path.is_file():
                 parts.append(path.read_bytes())
-                path.unlink()
+                if not keep:
+                    path.unlink()
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
@@ -137,6 +130,12 @@ class Spill:
 def entry_parts(payload: bytes) -> tuple[bytes, bytes]:
     """A record line's payload (`Spill.kept`): its id's JSON and its record's JSON."""
     _, head, tail = payload.split(b"\t")
+    return head[len(b'{"id":') : -len(b',"split":')], split_tail(tail)[1]
+
+
+def split_tail(tail: bytes) -> tuple[bytes, bytes]:
+    """An entry's part after the split, `,"tag":<tag>,"record":<record>}`, as its tag part
+    (`,"tag":<tag>`) and its record's JSON."""
     # `,"record":` cannot occur inside the tag's JSON string (its quotes would be escaped).
     at = tail.index(b',"record":')
-    return head[len(b'{"id":') : -len(b',"split":')], tail[at + len(b',"record":') : -1]
+    return tail[:at], tail[at + len(b',"record":') : -1]

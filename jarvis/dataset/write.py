@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jarvis.dataset.recipe import RECORDS
-from jarvis.dataset.spill import SEQ_BITS, Spill, close_all
+from jarvis.dataset.spill import SEQ_BITS, Spill, close_all, split_tail
 from jarvis.splits import SPLITS, TRAIN
 
 if TYPE_CHECKING:
@@ -152,9 +152,8 @@ def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str 
     """
     import numpy as np
 
-    empty: list[tuple[bytes | memoryview, int]] = [(b"", 0)] * len(SPLITS)
     if not data:
-        return Bucket(empty, (b"", 0), [0] * len(SPLITS))
+        return Bucket([(b"", 0)] * len(SPLITS), (b"", 0), [0] * len(SPLITS))
     raw = np.frombuffer(data, np.uint8)
     # Tabs and newlines in one scan (JSON has no other control byte, the heads none at all).
     cuts = np.flatnonzero(raw <= 10)
@@ -183,7 +182,6 @@ def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str 
     second = tabs[np.minimum(first + 1, len(tabs) - 1)]
     record = ~repeat
     view = memoryview(data)
-    with_block = [0] * len(SPLITS)
     if rag is not None:
         return _rag_output(view, rag, rag_field, unit, split, repeat, row_end, second, line_end)
     rows: list[tuple[bytes | memoryview, int]] = []
@@ -198,21 +196,20 @@ def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str 
     parts[0::3] = [view[x:y] for x, y in zip(heads.tolist(), (tails - 1).tolist(), strict=True)]
     parts[1::3] = [_SPLIT_JSON[s] for s in names.tolist()]
     parts[2::3] = [view[x:y] for x, y in zip(tails.tolist(), lines.tolist(), strict=True)]
-    if rag_field is not None:
-        # Sorted-key JSON: `"retrieved":[{` appears only for a non-empty list (inside a string
-        # value every quote is escaped, so it cannot match there); counted once per record.
-        needle = b'"%s":[{' % rag_field.encode()
-        found: set[int] = set()
+    with_block = [0] * len(SPLITS)
+    needle = _block_needle(rag_field)
+    if needle is not None:
+        found = []
         at = data.find(needle)
         while at >= 0:
-            found.add(at)
+            found.append(at)
             at = data.find(needle, at + 1)
         if found:
-            hits = np.zeros(len(raw) + 1, np.int64)  # one past the end: a bound, never a hit
-            hits[np.fromiter(found, np.int64, len(found))] = 1
-            spans = np.add.reduceat(hits, np.stack([tails, lines]).T.ravel())[0::2]
+            # A record has a block when a match lies in its entry's tail (tag, then record).
+            hits = np.asarray(found)
+            has = np.searchsorted(hits, lines) > np.searchsorted(hits, tails)
             for s in range(len(SPLITS)):
-                with_block[s] = int(np.count_nonzero(spans[names == s]))
+                with_block[s] = int(np.count_nonzero(has & (names == s)))
     return Bucket(rows, (b"".join(parts), n), with_block)
 
 
@@ -229,7 +226,7 @@ def _rag_output(
 ) -> Bucket:
     """`bucket_output` where rows were re-rendered with their exemplars: each kept line's
     row and record come from `rag`, its id and tag from the spill."""
-    needle = b'"%s":[{' % rag_field.encode() if rag_field is not None else None
+    needle = _block_needle(rag_field)
     with_block = [0] * len(SPLITS)
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
@@ -239,14 +236,19 @@ def _rag_output(
     ):  # fmt: skip
         row, record = rag.get(u)
         if not copy:
-            rest = bytes(view[tail:end])  # ,"tag":<tag>,"record":<the spilled record>}
-            tag = rest[: rest.index(b',"record":')]
+            tag, _ = split_tail(bytes(view[tail:end]))
             head_part = bytes(view[head : tail - 1])
             entries.append(b'%s%s%s,"record":%s}' % (head_part, _SPLIT_JSON[s], tag, record))
             if needle is not None and needle in record:
                 with_block[s] += 1
         rows[s].append(row)
     return Bucket([(_lines(r), len(r)) for r in rows], (_lines(entries), len(entries)), with_block)
+
+
+def _block_needle(rag_field: str | None) -> bytes | None:
+    """What marks a record whose RAG block is not empty. Sorted-key JSON: `"retrieved":[{`
+    appears only for a non-empty list (inside a string value every quote is escaped)."""
+    return None if rag_field is None else b'"%s":[{' % rag_field.encode()
 
 
 def _lines(items: list[bytes]) -> bytes:

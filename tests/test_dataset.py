@@ -541,6 +541,31 @@ def test_worker_processes_give_byte_identical_output(
     assert one["duplicates"] == 1
 
 
+def test_a_workers_results_come_back_through_a_file_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jarvis.dataset.scan import ParkedScan, Scanned
+
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
+    loaded: list[tuple[Path, Scanned]] = []
+    load = ParkedScan.load
+
+    def spy(self: ParkedScan) -> Scanned:
+        loaded.append((self.path, load(self)))
+        return loaded[-1][1]
+
+    monkeypatch.setattr(ParkedScan, "load", spy)
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(600)])
+    two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
+    assert loaded and all(not path.exists() for path, _ in loaded)
+    assert all(out.count == len(out.content) == len(out.key) > 0 for _, out in loaded)
+    one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
+    assert one == two
+    assert (tmp_path / "one" / "records.jsonl").read_bytes() == (
+        tmp_path / "two" / "records.jsonl"
+    ).read_bytes()
+
+
 def test_worker_processes_report_the_first_error_in_input_order(tmp_path: Path) -> None:
     tok = make_tokenizer(tmp_path / "tok")
     records = [reply(i) for i in range(1500)]
@@ -932,7 +957,7 @@ def test_an_error_in_work_taken_back_comes_after_the_items_before_it() -> None:
     assert done == [(0, 0), (1, 10)]  # what comes before it in order, nothing after
 
 
-def test_the_last_megabytes_of_a_file_are_cut_in_quarter_tasks(
+def test_the_last_megabytes_of_a_file_are_cut_in_ever_smaller_tasks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import itertools
@@ -944,10 +969,15 @@ def test_the_last_megabytes_of_a_file_are_cut_in_quarter_tasks(
     item = _Input(path=str(src), tag="default", sha256="")
     tasks = [t for t, _ in _file_tasks(0, src, "default", itertools.count().__next__, item)]
     size = src.stat().st_size
-    # Each task is cut at a line end after its nominal size: 4 KB, then 1 KB for the last 16 KB.
-    early = [t.length for t in tasks if t.start + 4 * 4096 < size]
-    late = [t.length for t in tasks if t.start + 4 * 4096 >= size]
-    assert early and late and min(early) >= 4096 and max(late) < 4096 and len(late) >= 12
+    longest = max(len(line) for line in src.read_bytes().splitlines(keepends=True))
+    # Each task is cut at a line end after its nominal size: 4 KB while more than 32 KB are
+    # left, then an eighth of what is left, at least 256 bytes.
+    for task in tasks:
+        left = size - task.start
+        nominal = max(min(4096, left // 8), 256)
+        assert min(nominal, left) <= task.length < nominal + longest
+    late = [t for t in tasks if size - t.start <= 8 * 4096]
+    assert len(late) >= 20 and late[-1].length < 256 + longest
     assert sum(t.length for t in tasks) == size and item.sha256
 
 

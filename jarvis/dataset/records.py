@@ -27,7 +27,7 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.dedup import SeenSet
 from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
-from jarvis.dataset.scan import TASK_BYTES, Scanned, Scanner, Task, raw_text
+from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
 from jarvis.dataset.write import Bucket, Maps, ParkedBucket, bucket_output, serial_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
@@ -110,8 +110,7 @@ def _file_tasks(
     start, line = 0, 1
     size = path.stat().st_size
     with path.open("rb") as fh:
-        # The last few megabytes in quarter tasks: the processes then finish close together.
-        while block := fh.read(TASK_BYTES if size - start > 4 * TASK_BYTES else TASK_BYTES // 4):
+        while block := fh.read(_task_size(size - start)):
             if not block.endswith(b"\n"):
                 block += fh.readline()
             digest.update(block)
@@ -119,6 +118,17 @@ def _file_tasks(
             start += len(block)
             line += block.count(b"\n")
     item.sha256 = digest.hexdigest()
+
+
+def _task_size(left: int) -> int:
+    """Bytes for the next task of a file with `left` bytes to go: `TASK_BYTES`, and an
+    eighth of what is left over the last 8 MB (at least 64 KB).
+
+    A worker's queued tasks cannot be taken back, so the processes finish apart by up to
+    two tasks: with a tokenizer a 1 MB task takes a quarter of a second, and the eighths
+    keep the last ones at a few milliseconds.
+    """
+    return max(min(TASK_BYTES, left // 8), TASK_BYTES // 16)
 
 
 # --- workers ------------------------------------------------------------------------------
@@ -183,12 +193,13 @@ def _worker_spill(folder: Path, buckets: int) -> Spill:
     return _SPILL
 
 
-def _scan_task(task: Task, folder: Path, buckets: int) -> Scanned:
+def _scan_task(task: Task, folder: Path, buckets: int) -> ParkedScan:
     assert _SCANNER is not None
     spill = _worker_spill(folder, buckets)
+    name = f"w{os.getpid()}"
     if _SCANNER.spill is None:
-        _SCANNER.spill = spill.writer(f"w{os.getpid()}")
-    return _SCANNER.scan(task)
+        _SCANNER.spill = spill.writer(name)
+    return _SCANNER.scan(task).park(folder / name / f"scan{task.index}")
 
 
 def _bucket_task(
@@ -389,13 +400,15 @@ class Workers:
         self, tasks: Iterator[tuple[Task, bytes | None]]
     ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
         """Yield each pass-1 task with its result, in task order."""
-        return self._ordered(
+        ordered: Iterator[tuple[tuple[Task, bytes | None], Scanned | ParkedScan]] = self._ordered(
             tasks,
             lambda t: self._here(*t),
             lambda t: (_scan_task, (t[0], self.spill.folder, self.spill.buckets_n)),
             grow=True,
             depth=3,
         )
+        for task, out in ordered:
+            yield task, out.load() if isinstance(out, ParkedScan) else out
 
     def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
         """Every bucket's pass-2 output, in bucket order, formed here and in the workers."""

@@ -2,8 +2,10 @@
 
 A line is `<shuffle hash:16 hex><seq:12 hex><copy:4 hex>\\t<payload>`. The bucket is the top
 bits of the hash, so reading the buckets in order, each sorted, gives every line in hash
-order. A record's payload (copy 0) is `<row>\\t{"id":<id>,"split":\\t,"tag":<tag>,"record":
-<record>}`: its records.jsonl entry already formed around the split, which pass 2 alone knows
+order. A record's payload (copy 0) is `<row>\\t<at:8 hex><entry>`: its records.jsonl entry
+already formed, `{"id":<id>,"split":"train","tag":<tag>,"record":<record>}`, with `at` the
+place of the split's opening quote in it. Pass 2 alone knows the split: an entry of the
+train split is then one slice, and another split's name is written over "train" in place
 (JSON escapes every tab and newline inside the parts). A `--repeat` copy's payload is the
 row. `seq` is the record's place in the input (task number, index in the task): the main
 process maps it to a unit (a kept record) or drops it (a duplicate, a record it rejected), so
@@ -20,6 +22,9 @@ from typing import IO
 
 SEQ_BITS = 24  # records per task, at most (a task is about a megabyte of input)
 _MIN_BUCKETS, _MAX_BUCKETS = 32, 256
+_SPLIT_AT = len(b'{"id":,"split":')  # the split's quote in an entry, less the id's JSON
+AT_DIGITS = 8  # hex digits of that place, before the entry
+TRAIN_JSON = b'"train"'  # the split an entry is spilled with
 # Spilled lines (row, record, keys) take about three times the input's bytes.
 _SPILL_PER_INPUT_BYTE = 3
 
@@ -65,11 +70,11 @@ class SpillWriter:
     def add_record(
         self, key: bytes, seq: int, row: bytes, rid: bytes, tag: bytes, record: bytes
     ) -> None:
-        """A record's copy 0: the row, then its records.jsonl entry in two parts, the split
-        left out (formatted once, no payload joined first)."""
+        """A record's copy 0: the row, then where its entry's split is, then its
+        records.jsonl entry as if in train (formatted once, no payload joined first)."""
         self.files[key[0] >> self.shift].write(
-            b'%s%012x0000\t%s\t{"id":%s,"split":\t,"tag":%s,"record":%s}\n'
-            % (hexlify(key), seq, row, rid, tag, record)
+            b'%s%012x0000\t%s\t%08x{"id":%s,"split":"train","tag":%s,"record":%s}\n'
+            % (hexlify(key), seq, row, _SPLIT_AT + len(rid), rid, tag, record)
         )
 
     def flush(self) -> None:
@@ -96,19 +101,26 @@ class Spill:
 
     def bucket(self, i: int, *, keep: bool = False) -> list[bytes]:
         """Bucket `i`'s lines from every process, sorted (and deleted unless `keep`)."""
-        return sorted(self.bucket_bytes(i, keep=keep).splitlines())
+        return sorted(bytes(self.bucket_bytes(i, keep=keep)).splitlines())
 
-    def bucket_bytes(self, i: int, *, keep: bool = False) -> bytes:
-        """Bucket `i`'s lines from every process as they were written, unsorted (and the
-        files deleted unless `keep`)."""
-        parts: list[bytes] = []
-        for folder in sorted(self.folder.iterdir()):
-            path = folder / f"{i:03d}"
-            if path.is_file():
-                parts.append(path.read_bytes())
-                if not keep:
-                    path.unlink()
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+    def bucket_bytes(self, i: int, *, keep: bool = False) -> bytearray:
+        """Bucket `i`'s lines from every process as they were written, unsorted, in one
+        buffer that pass 2 may edit (and the files deleted unless `keep`)."""
+        paths = [p for p in (f / f"{i:03d}" for f in sorted(self.folder.iterdir())) if p.is_file()]
+        sizes = [p.stat().st_size for p in paths]
+        # Read straight into one buffer: no join of the processes' parts, no second copy.
+        data = bytearray(sum(sizes))
+        view, at = memoryview(data), 0
+        for path, size in zip(paths, sizes, strict=True):
+            with path.open("rb", buffering=0) as fh:
+                got = fh.readinto(view[at : at + size])
+            if got != size:
+                raise OSError(f"{path}: read {got} of {size} bytes")
+            at += size
+            if not keep:
+                path.unlink()
+        view.release()
+        return data
 
     def buckets(self, *, keep: bool = False) -> Iterator[list[bytes]]:
         """Yield each bucket's lines, sorted, in hash order."""
@@ -129,8 +141,11 @@ class Spill:
 
 def entry_parts(payload: bytes) -> tuple[bytes, bytes]:
     """A record line's payload (`Spill.kept`): its id's JSON and its record's JSON."""
-    _, head, tail = payload.split(b"\t")
-    return head[len(b'{"id":') : -len(b',"split":')], split_tail(tail)[1]
+    at = payload.index(b"\t") + 1 + AT_DIGITS
+    split = at + int(payload[at - AT_DIGITS : at], 16)
+    return payload[at + len(b'{"id":') : split - len(b',"split":')], split_tail(
+        payload[split + len(TRAIN_JSON) :]
+    )[1]
 
 
 def split_tail(tail: bytes) -> tuple[bytes, bytes]:

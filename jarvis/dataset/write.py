@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jarvis.dataset.recipe import RECORDS
-from jarvis.dataset.spill import SEQ_BITS, Spill, close_all, split_tail
+from jarvis.dataset.spill import AT_DIGITS, SEQ_BITS, TRAIN_JSON, Spill, close_all, split_tail
 from jarvis.splits import SPLITS, TRAIN
 
 if TYPE_CHECKING:
@@ -142,13 +142,15 @@ def _hex(digits: Any) -> Any:
     return value
 
 
-def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str | None) -> Bucket:
+def bucket_output(
+    data: bytearray, maps: Maps, rag: _RagRows | None, rag_field: str | None
+) -> Bucket:
     """Form one bucket's output from its spilled lines (`Spill.bucket_bytes`, any order).
 
     The lines are ordered and mapped to units and splits as whole arrays: a line's place is
     its 32 hex digits (shuffle key, seq, copy), the same order as sorting the lines. Each
-    output line is then one slice of `data` (a row), or two around the split's name (a
-    records.jsonl entry).
+    output line is then one slice of `data` (a row, or a records.jsonl entry with its split
+    written in place: `data` is edited).
     """
     import numpy as np
 
@@ -161,11 +163,9 @@ def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str 
     ends, tabs = cuts[newline], cuts[~newline]
     starts = np.empty_like(ends)
     starts[0], starts[1:] = 0, ends[:-1] + 1
-    digits = raw[starts[:, None] + np.arange(32)] - 48  # the line's head, as digit values
-    digits -= np.uint8(39) * (digits > 9)  # a-f
-    seq = _hex(digits[:, 16:28]).astype(np.int64)
-    copy = _hex(digits[:, 28:32])
-    order = np.lexsort((copy, seq, _hex(digits[:, :16])))
+    seq = _hex(_digits(raw, starts + 16, 12)).astype(np.int64)
+    copy = _hex(_digits(raw, starts + 28, 4))
+    order = np.lexsort((copy, seq, _hex(_digits(raw, starts, 16))))
     flat, task_start, split_of = maps.flat()
     seq = seq[order]
     unit = flat[task_start[seq >> SEQ_BITS] + (seq & ((1 << SEQ_BITS) - 1))]
@@ -176,41 +176,92 @@ def bucket_output(data: bytes, maps: Maps, rag: _RagRows | None, rag_field: str 
     wanted = ~repeat | (split == TRAIN)  # a --repeat copy goes to train only
     order, unit, split, repeat = order[wanted], unit[wanted], split[wanted], repeat[wanted]
     row_start, line_end = starts[order] + 33, ends[order]
-    # A record line's two tabs after its row: the entry's parts around the split.
+    # A record line's row ends at its tab; a --repeat copy's row is the rest of its line.
     first = np.minimum(np.searchsorted(tabs, row_start), len(tabs) - 1)
     row_end = np.where(repeat, line_end, tabs[first])
-    second = tabs[np.minimum(first + 1, len(tabs) - 1)]
     record = ~repeat
+    entry = row_end[record] + 1 + AT_DIGITS
+    quote = entry + _hex(_digits(raw, entry - AT_DIGITS, AT_DIGITS)).astype(np.int64)
+    names, lines = split[record], line_end[record] + 1
     view = memoryview(data)
     if rag is not None:
-        return _rag_output(view, rag, rag_field, unit, split, repeat, row_end, second, line_end)
+        return _rag_output(view, rag, rag_field, unit, split, repeat, entry, quote, lines)
     rows: list[tuple[bytes | memoryview, int]] = []
     for s in range(len(SPLITS)):
         mine = split == s
         a, b = row_start[mine].tolist(), row_end[mine].tolist()
         rows.append((b"\n".join([view[x:y] for x, y in zip(a, b, strict=True)] + [b""]), len(a)))
-    heads, tails, names = row_end[record] + 1, second[record] + 1, split[record]
-    lines = line_end[record] + 1
-    n = len(heads)
-    parts: list[Any] = [None] * (3 * n)
-    parts[0::3] = [view[x:y] for x, y in zip(heads.tolist(), (tails - 1).tolist(), strict=True)]
-    parts[1::3] = [_SPLIT_JSON[s] for s in names.tolist()]
-    parts[2::3] = [view[x:y] for x, y in zip(tails.tolist(), lines.tolist(), strict=True)]
+    with_block = _with_block(data, rag_field, quote + len(TRAIN_JSON), lines, names)
+    entry = _name_splits(raw, entry, quote, names)
+    entries = [view[x:y] for x, y in zip(entry.tolist(), lines.tolist(), strict=True)]
+    return Bucket(rows, (b"".join(entries), len(entries)), with_block)
+
+
+def _digits(raw: Any, at: Any, n: int) -> Any:
+    """The `n` hex digits at each of `at` as digit values (0-15), one row each."""
+    import numpy as np
+
+    digits = raw[at[:, None] + np.arange(n)] - 48
+    digits -= np.uint8(39) * (digits > 9)  # a-f
+    return digits
+
+
+def _name_splits(raw: Any, entry: Any, quote: Any, names: Any) -> Any:
+    """Write each entry's split over the "train" it was spilled with (in `raw`, writable);
+    returns where each entry now starts.
+
+    "valid" has train's length. "test" is one byte shorter: the entry's part before it moves
+    one byte right, over the last digit of its place, and starts there.
+    """
+    import numpy as np
+
+    out = entry.copy()
+    for s, name in enumerate(SPLITS):
+        mine = names == s
+        if s == TRAIN or not mine.any():
+            continue
+        word = np.frombuffer(name.encode(), np.uint8)
+        shift = len(TRAIN_JSON) - 2 - len(word)  # "test": 1
+        if shift:
+            head, at = entry[mine], quote[mine] + 1  # up to and with the opening quote
+            index = _ranges(head, at - head)
+            raw[index + shift] = raw[index]
+            out[mine] = head + shift
+        raw[(quote[mine] + 1 + shift)[:, None] + np.arange(len(word))] = word
+    return out
+
+
+def _ranges(starts: Any, lengths: Any) -> Any:
+    """Every index of the ranges [start, start + length), ranges in the order given."""
+    import numpy as np
+
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return offsets + np.arange(total)
+
+
+def _with_block(
+    data: bytearray, rag_field: str | None, tails: Any, lines: Any, names: Any
+) -> list[int]:
+    """Per split, the records whose RAG block is not empty: those with the block's needle
+    in their entry's tail (tag, then record)."""
+    import numpy as np
+
     with_block = [0] * len(SPLITS)
     needle = _block_needle(rag_field)
-    if needle is not None:
-        found = []
-        at = data.find(needle)
-        while at >= 0:
-            found.append(at)
-            at = data.find(needle, at + 1)
-        if found:
-            # A record has a block when a match lies in its entry's tail (tag, then record).
-            hits = np.asarray(found)
-            has = np.searchsorted(hits, lines) > np.searchsorted(hits, tails)
-            for s in range(len(SPLITS)):
-                with_block[s] = int(np.count_nonzero(has & (names == s)))
-    return Bucket(rows, (b"".join(parts), n), with_block)
+    if needle is None:
+        return with_block
+    found = []
+    at = data.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = data.find(needle, at + 1)
+    if found:
+        hits = np.asarray(found)
+        has = np.searchsorted(hits, lines) > np.searchsorted(hits, tails)
+        for s in range(len(SPLITS)):
+            with_block[s] = int(np.count_nonzero(has & (names == s)))
+    return with_block
 
 
 def _rag_output(
@@ -220,24 +271,25 @@ def _rag_output(
     unit: Any,
     split: Any,
     repeat: Any,
-    row_end: Any,
-    second: Any,
-    line_end: Any,
+    entry: Any,
+    quote: Any,
+    lines: Any,
 ) -> Bucket:
     """`bucket_output` where rows were re-rendered with their exemplars: each kept line's
-    row and record come from `rag`, its id and tag from the spill."""
+    row and record come from `rag`, its id and tag from the spill (`entry`, `quote` and
+    `lines` are the record lines')."""
     needle = _block_needle(rag_field)
     with_block = [0] * len(SPLITS)
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
-    for u, s, copy, head, tail, end in zip(
-        unit.tolist(), split.tolist(), repeat.tolist(), (row_end + 1).tolist(),
-        (second + 1).tolist(), line_end.tolist(), strict=True,
-    ):  # fmt: skip
+    tails = quote + len(TRAIN_JSON)
+    spans = zip(entry.tolist(), tails.tolist(), (lines - 1).tolist(), strict=True)
+    for u, s, copy in zip(unit.tolist(), split.tolist(), repeat.tolist(), strict=True):
         row, record = rag.get(u)
         if not copy:
+            head, tail, end = next(spans)
             tag, _ = split_tail(bytes(view[tail:end]))
-            head_part = bytes(view[head : tail - 1])
+            head_part = bytes(view[head : tail - len(TRAIN_JSON)])
             entries.append(b'%s%s%s,"record":%s}' % (head_part, _SPLIT_JSON[s], tag, record))
             if needle is not None and needle in record:
                 with_block[s] += 1

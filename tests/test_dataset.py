@@ -566,6 +566,32 @@ def test_a_workers_results_come_back_through_a_file_read_once(
     ).read_bytes()
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_rows_with_a_rag_block_are_counted_per_split_as_records_jsonl_holds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)  # a worker with --jobs 2
+    block = [{"message": "you up?", "reply": "ya"}]
+    looks_like_one = 'she wrote "retrieved":[{ in a text'  # quoted inside a string: no block
+    records = []
+    for i in range(1200):
+        extra = [{"retrieved": block}, {"retrieved": []}, {"retrieved": None}, {}][i % 4]
+        records.append(reply(i, **extra))
+        if i % 7 == 0:
+            records.append(reply(i, **extra))  # a duplicate: one row, counted once
+    records += [reply(5000 + i) | {"reply": looks_like_one} for i in range(60)]
+    records.append({"messages": [], "retrieved": block})  # rejected: not counted
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    manifest = render_dataset(recipe(src, max_reject_rate=0.01), tmp_path / "out", jobs=jobs)
+    entries = read_rows(tmp_path / "out" / "records.jsonl")
+    want = {}
+    for split in ("train", "valid", "test"):
+        mine = [e for e in entries if e["split"] == split]
+        want[split] = round(sum(bool(e["record"].get("retrieved")) for e in mine) / len(mine), 6)
+    assert manifest["rag"] == {"field": "retrieved", "rows_with_block": want}
+    assert 0.2 < want["train"] < 0.3
+
+
 def test_worker_processes_report_the_first_error_in_input_order(tmp_path: Path) -> None:
     tok = make_tokenizer(tmp_path / "tok")
     records = [reply(i) for i in range(1500)]
@@ -914,9 +940,7 @@ def test_the_main_process_takes_back_queued_work_at_the_end() -> None:
     workers = Workers.__new__(Workers)  # just the scheduling, over a thread "worker"
     workers.executor, workers.count = ThreadPoolExecutor(1), 1
     try:
-        done = list(
-            workers._ordered(iter(range(8)), here, lambda x: (remote, (x,)), grow=False, depth=3)
-        )
+        done = list(workers._ordered(iter(range(8)), here, lambda x: (remote, (x,)), depth=3))
     finally:
         workers.executor.shutdown(wait=True)
     assert done == [(x, x * 10) for x in range(8)]  # in order, whoever ran them
@@ -948,9 +972,7 @@ def test_an_error_in_work_taken_back_comes_after_the_items_before_it() -> None:
     done: list[tuple[int, int]] = []
     try:
         with pytest.raises(DatasetError, match="item 2 is bad"):
-            for pair in workers._ordered(
-                iter(range(8)), here, lambda x: (remote, (x,)), grow=False, depth=3
-            ):
+            for pair in workers._ordered(iter(range(8)), here, lambda x: (remote, (x,)), depth=3):
                 done.append(pair)
     finally:
         workers.executor.shutdown(wait=True)

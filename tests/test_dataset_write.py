@@ -29,12 +29,11 @@ spilled = st.lists(
 
 def expected(
     lines: list[bytes], units: list[array[int]], split_of: bytes
-) -> tuple[list[bytes], bytes, list[int]]:
+) -> tuple[list[bytes], bytes]:
     """What the bucket must hold, read line by line: sorted, then each kept line's row in
     its split (a repeat copy in train only) and each record's entry."""
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
-    with_block = [0] * len(SPLITS)
     for line in sorted(lines):
         seq = int(line[16:28], 16)
         unit = units[seq >> SEQ_BITS][seq & ((1 << SEQ_BITS) - 1)]
@@ -50,10 +49,13 @@ def expected(
         at = int(spilled[:8], 16)
         assert entry[at:].startswith(b'"train",')
         entries.append(entry[:at] + b'"%s"' % SPLITS[s].encode() + entry[at + len('"train"') :])
-        with_block[s] += b'"retrieved":[{' in entry_parts(payload)[1]
+        rid, record = entry_parts(payload)  # what retrieval reads of a record line
+        assert entry[:at] == b'{"id":%s,"split":' % rid and entry.endswith(
+            b',"record":%s}' % record
+        )
         rows[s].append(row)
     lines_of = [b"".join(r + b"\n" for r in rs) for rs in rows]
-    return lines_of, b"".join(e + b"\n" for e in entries), with_block
+    return lines_of, b"".join(e + b"\n" for e in entries)
 
 
 @settings(max_examples=80, deadline=None)
@@ -86,13 +88,12 @@ def test_a_bucket_holds_what_its_sorted_lines_say(
             writer.close()
     lines = [x for p in sorted(folder.rglob("000")) for x in p.read_bytes().splitlines()]
     split_of = bytes(data.draw(st.sampled_from([0, 1, 2])) for _ in items)
-    want_rows, want_entries, want_block = expected(lines, units, split_of)
-    got = bucket_output(spill.bucket_bytes(0), Maps(units, bytearray(split_of)), None, "retrieved")
+    want_rows, want_entries = expected(lines, units, split_of)
+    got = bucket_output(spill.bucket_bytes(0), Maps(units, bytearray(split_of)), None, None)
     assert [bytes(r) for r, _ in got.rows] == want_rows
     assert [n for _, n in got.rows] == [r.count(b"\n") for r in want_rows]
     assert bytes(got.records[0]) == want_entries
     assert got.records[1] == want_entries.count(b"\n")
-    assert got.with_block == want_block
     assert not any(folder.rglob("000"))  # the bucket's files are consumed
 
 

@@ -13,7 +13,7 @@ import orjson
 
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
-from jarvis.dataset.plan import _check_composition, _plan, _share
+from jarvis.dataset.plan import _check_composition, _Plan, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
 from jarvis.dataset.records import (
     Workers,
@@ -30,7 +30,7 @@ from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import Scanner
 from jarvis.dataset.spill import Spill, bucket_count
-from jarvis.dataset.write import Maps, _pass_two, serial_buckets
+from jarvis.dataset.write import Maps, write_buckets
 from jarvis.errors import (
     InputError,
     JarvisError,
@@ -187,11 +187,12 @@ def _render_into(
         rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
     try:
         maps = Maps(spill.units, plan.split_of)
+        has_rows = [sum(rows) > 0 for rows in plan.rows]
         if rag is None:
-            buckets = workers.buckets(spill, maps, contract.rag_field)
+            written = workers.write(tmp, spill, maps, has_rows)
+            with_block = _blocks(state, plan)
         else:  # rows re-rendered with their exemplars are in this process's temp file
-            buckets = serial_buckets(spill, maps, rag, contract.rag_field)
-        written, with_block = _pass_two(tmp, buckets, plan)
+            written, with_block = write_buckets(tmp, spill, maps, rag, contract.rag_field, has_rows)
     finally:
         if rag is not None:
             rag.close()
@@ -216,6 +217,16 @@ def _render_into(
         manifest["retrieval"] = retrieval
     (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
     return manifest
+
+
+def _blocks(state: _State, plan: _Plan) -> list[int]:
+    """Per split, the records whose RAG block is not empty (pass 1 found them)."""
+    import numpy as np
+
+    splits = np.frombuffer(bytes(plan.split_of), np.uint8)
+    units = np.frombuffer(state.blocked, np.uint32) if state.blocked else np.zeros(0, np.int64)
+    counts: list[int] = np.bincount(splits[units], minlength=len(SPLITS)).tolist()
+    return counts
 
 
 def _keep_rejects(rejects: Path, out: Path) -> Path | None:

@@ -16,7 +16,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
@@ -29,7 +29,7 @@ from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
-from jarvis.dataset.write import Bucket, Maps, ParkedBucket, bucket_output, serial_buckets
+from jarvis.dataset.write import THE_REST, TRAIN_ROWS, Maps, merge_files, write_buckets
 from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
 from jarvis.files import sha256_file
 from jarvis.inputs import DEFAULT_TAG, InputSpec, RawRecord, iter_file, plain_lines
@@ -59,6 +59,7 @@ class _State:
     key_of: array[int] = field(default_factory=lambda: array("Q"))
     checks_of: array[int] = field(default_factory=lambda: array("Q"))
     tokens_of: array[int] = field(default_factory=lambda: array("I"))
+    blocked: array[int] = field(default_factory=lambda: array("I"))  # units: RAG block
     seen: SeenSet = field(default_factory=SeenSet)
     ids: SeenSet = field(default_factory=SeenSet)
     groups: dict[str, int] = field(default_factory=dict)
@@ -202,16 +203,15 @@ def _scan_task(task: Task, folder: Path, buckets: int) -> ParkedScan:
     return _SCANNER.scan(task).park(folder / name / f"scan{task.index}")
 
 
-def _bucket_task(
-    i: int, folder: Path, buckets: int, maps: Path, rag_field: str | None
-) -> ParkedBucket:
-    global _MAPS
+def _write_task(
+    tmp: Path, folder: Path, buckets: int, maps: Path, has_rows: list[bool], keep: bool
+) -> dict[str, dict[str, Any]]:
+    """A worker's share of pass 2 (`THE_REST`), as the spill's second reader."""
     spill = _worker_spill(folder, buckets)
-    if _MAPS is None or _MAPS[0] != maps:
-        _MAPS = maps, Maps.load(maps)
-    return bucket_output(spill.bucket_bytes(i), _MAPS[1], None, rag_field).park(
-        maps / f"{i:03d}.out"
+    files, _ = write_buckets(
+        tmp, spill, Maps.load(maps), None, None, has_rows, THE_REST, reader=1, keep=keep
     )
+    return files
 
 
 def start_early(
@@ -226,6 +226,10 @@ def start_early(
     """
     if jobs is None or not starts_workers(jobs, size):
         return None
+    # This process imports numpy in pass 1 anyway; a worker forked before that would import
+    # it again for pass 2 (0.05-0.1 s, traced).
+    import numpy  # noqa: F401
+
     executor = _pool(recipe, contract, renderer, jobs - 1)
     for _ in range(jobs - 1):
         executor.submit(_warm)
@@ -404,35 +408,36 @@ class Workers:
             tasks,
             lambda t: self._here(*t),
             lambda t: (_scan_task, (t[0], self.spill.folder, self.spill.buckets_n)),
-            grow=True,
             depth=3,
         )
         for task, out in ordered:
             yield task, out.load() if isinstance(out, ParkedScan) else out
 
-    def buckets(self, spill: Spill, maps: Maps, rag_field: str | None) -> Iterator[Bucket]:
-        """Every bucket's pass-2 output, in bucket order, formed here and in the workers."""
+    def write(
+        self, tmp: Path, spill: Spill, maps: Maps, has_rows: list[bool]
+    ) -> dict[str, dict[str, Any]]:
+        """Pass 2 (`write.write_buckets`): in this process alone, or shared by file with a
+        worker, each of the two reading every bucket; returns the files written.
+
+        With a worker this process writes train's rows, the worker the rest: per bucket
+        each then forms about half (forming one bucket for the other and handing it over
+        cost more than it saved, traced) and each writes and hashes its own files.
+        """
         if self.executor is None:
-            yield from serial_buckets(spill, maps, None, rag_field)
-            return
+            return write_buckets(tmp, spill, maps, None, None, has_rows)[0]
         folder = maps.save(spill.folder / "maps")
-        numbers = iter(range(spill.buckets_n))
-
-        def here(i: int) -> Bucket:
-            return bucket_output(spill.bucket_bytes(i), maps, None, rag_field)
-
-        def remote(i: int) -> tuple[Callable[..., ParkedBucket], tuple[Any, ...]]:
-            return _bucket_task, (i, spill.folder, spill.buckets_n, folder, rag_field)
-
-        # A bucket's output is megabytes, but a worker's waits in a file (page cache, not this
-        # process's memory) until its turn: four ahead per worker keep it busy while this
-        # process forms its own and its thread writes and hashes them all (two ahead left
-        # both processes waiting a third of pass 2, traced).
-        ordered: Iterator[tuple[int, Bucket | ParkedBucket]] = self._ordered(
-            numbers, here, remote, grow=False, depth=4, limit=4 * self.count + 2
+        keep = not spill.share(2)
+        theirs = self.executor.submit(
+            _write_task, tmp, spill.folder, spill.buckets_n, folder, has_rows, keep
         )
-        for _, bucket in ordered:
-            yield bucket.load() if isinstance(bucket, ParkedBucket) else bucket
+        try:
+            mine, _ = write_buckets(
+                tmp, spill, maps, None, None, has_rows, TRAIN_ROWS, reader=0, keep=keep
+            )
+        except BaseException:
+            wait([theirs])  # its files are in `tmp`, which the caller removes
+            raise
+        return merge_files(mine, theirs.result())
 
     def _ordered(
         self,
@@ -440,26 +445,24 @@ class Workers:
         here: Callable[[T], R],
         remote: Callable[[T], tuple[Callable[..., R], tuple[Any, ...]]],
         *,
-        grow: bool,
         depth: int,
-        limit: int | None = None,
     ) -> Iterator[tuple[T, R]]:
         """Run every item here or in a worker; yield (item, result) in item order.
 
-        `grow`: start workers once measurement says so; `depth`: items in flight per worker;
-        `limit`: items in the window at most (default `2 * depth` per process).
+        Workers start once measurement says so; `depth`: items in flight per worker, and
+        `2 * depth` per process in the window at most.
         """
         window: deque[_Slot[T, R]] = deque()
         more = True
         try:
             while more or window:
-                if grow and more and self.executor is None:
+                if more and self.executor is None:
                     n = self._want_pool()
                     if n > 1:
                         self.executor = self._start(n - 1)
                 # Keep every worker fed with `depth` items ahead, the window bounded (results
                 # done but not yet consumed count too: a bucket's output is megabytes).
-                most = limit or 2 * depth * (self.count + 1)
+                most = 2 * depth * (self.count + 1)
                 while (
                     more
                     and self.executor is not None
@@ -722,6 +725,9 @@ def _keep(
     state.key_of.frombytes(_numpy(out.key)[kept].tobytes())
     state.tokens_of.frombytes(_numpy(out.tokens)[kept].tobytes())
     state.checks_of.frombytes(_numpy(out.mask)[kept].tobytes())
+    if out.blocks:
+        where = np.flatnonzero(np.isin(kept, _numpy(out.blocks)))
+        state.blocked.frombytes((where + start).astype(np.uint32).tobytes())
     groups, gid_of, keys = out.groups, state.groups, state.group_keys
     new_id = gid_of.setdefault
     members = [groups[i] for i in kept.tolist()]

@@ -24,7 +24,7 @@ from jarvis.checks import verdict
 from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.row import RowRenderer, prefix_error
-from jarvis.dataset.spill import SEQ_BITS, SpillWriter
+from jarvis.dataset.spill import SEQ_BITS, SpillWriter, block_needle
 from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.native import plain_dumper
@@ -71,6 +71,7 @@ class Scanned:
     ids: dict[int, str] = field(default_factory=dict)  # explicit ids
     rejects: dict[int, str] = field(default_factory=dict)  # the reason
     token_errors: dict[int, str] = field(default_factory=dict)
+    blocks: array[int] = field(default_factory=lambda: array("I"))  # a non-empty RAG block
     # A template that failed on a record's data: (index, message); the task stops there.
     contract_error: tuple[int, str] | None = None
 
@@ -114,6 +115,9 @@ class Scanner:
         named = [(name, args or {}) for spec in contract.spec.checks for name, args in spec.items()]
         self.checks = [(1 << bit, verdict(name, args)) for bit, (name, args) in enumerate(named)]
         self.retrieved = contract.retrieval.field if contract.retrieval is not None else None
+        # Records whose RAG block is not empty, counted here rather than searched for in pass 2
+        # (retrieval fills the block after pass 1, and counts it then).
+        self.block = block_needle(contract.rag_field) if self.retrieved is None else None
         self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
@@ -260,6 +264,8 @@ class Scanner:
         out.groups.append(None if group is None else str(group))
         if tag is not None:
             out.tags[i] = tag
+        if self.block is not None and self.block in text:
+            out.blocks.append(i)
         out.content.append(int.from_bytes(digest[:8], "big"))
         out.key.append(prefixed_key(self.record_prefix, digest))
         out.mask.append(mask)

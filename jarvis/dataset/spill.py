@@ -14,6 +14,7 @@ workers can spill before the main process has decided.
 
 from __future__ import annotations
 
+import os
 from array import array
 from binascii import hexlify
 from collections.abc import Iterator, Sequence
@@ -95,6 +96,7 @@ class Spill:
         self.buckets_n = buckets
         # seq -> unit, one array per task (-1: not kept), filled by the main process.
         self.units: list[array[int]] = []
+        self._folders: list[Path] | None = None
 
     def writer(self, name: str) -> SpillWriter:
         return SpillWriter(self.folder / name, self.buckets_n)
@@ -103,10 +105,37 @@ class Spill:
         """Bucket `i`'s lines from every process, sorted (and deleted unless `keep`)."""
         return sorted(bytes(self.bucket_bytes(i, keep=keep)).splitlines())
 
-    def bucket_bytes(self, i: int, *, keep: bool = False) -> bytearray:
+    def _writers(self) -> list[Path]:
+        """The processes' folders, listed once: pass 1 is over when buckets are read."""
+        if self._folders is None:
+            self._folders = sorted(f for f in self.folder.iterdir() if f.is_dir())
+        return self._folders
+
+    def share(self, readers: int) -> bool:
+        """Let `readers` processes each read (and delete) every bucket: a hard link per file
+        for each reader but the first. Returns False where the file system has no hard
+        links: the readers must then `keep` the files (removed with the folder).
+        """
+        made: list[Path] = []
+        try:
+            for folder in self._writers():
+                for path in sorted(folder.glob("[0-9][0-9][0-9]")):
+                    for reader in range(1, readers):
+                        link = path.with_name(f"{path.name}.{reader}")
+                        os.link(path, link)
+                        made.append(link)
+        except OSError:
+            for link in made:
+                link.unlink()
+            return False
+        return True
+
+    def bucket_bytes(self, i: int, *, keep: bool = False, reader: int = 0) -> bytearray:
         """Bucket `i`'s lines from every process as they were written, unsorted, in one
-        buffer that pass 2 may edit (and the files deleted unless `keep`)."""
-        paths = [p for p in (f / f"{i:03d}" for f in sorted(self.folder.iterdir())) if p.is_file()]
+        buffer that pass 2 may edit (and the files deleted unless `keep`); `reader`: which
+        of the processes that `share` the buckets reads."""
+        name = f"{i:03d}" if reader == 0 else f"{i:03d}.{reader}"
+        paths = [p for p in (f / name for f in self._writers()) if p.is_file()]
         sizes = [p.stat().st_size for p in paths]
         # Read straight into one buffer: no join of the processes' parts, no second copy.
         data = bytearray(sum(sizes))
@@ -154,3 +183,9 @@ def split_tail(tail: bytes) -> tuple[bytes, bytes]:
     # `,"record":` cannot occur inside the tag's JSON string (its quotes would be escaped).
     at = tail.index(b',"record":')
     return tail[:at], tail[at + len(b',"record":') : -1]
+
+
+def block_needle(rag_field: str | None) -> bytes | None:
+    """What marks a record whose RAG block is not empty. Sorted-key JSON: `"retrieved":[{`
+    appears only for a non-empty list (inside a string value every quote is escaped)."""
+    return None if rag_field is None else b'"%s":[{' % rag_field.encode()

@@ -1,7 +1,8 @@
 """Pass 2: read the buckets in hash order and write train/valid/test and records.jsonl.
 
-Each bucket becomes its rows per split and its records.jsonl entries on its own, so buckets
-can be formed in worker processes while this process appends them in order and hashes.
+Each bucket becomes its rows per split and its records.jsonl entries on its own, in one
+process or shared by output file between two (`Share`): each reads every bucket, forms and
+writes its files in order, and hashes them as it goes.
 """
 
 from __future__ import annotations
@@ -9,18 +10,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jarvis.dataset.recipe import RECORDS
-from jarvis.dataset.spill import AT_DIGITS, SEQ_BITS, TRAIN_JSON, Spill, close_all, split_tail
+from jarvis.dataset.spill import (
+    AT_DIGITS,
+    SEQ_BITS,
+    TRAIN_JSON,
+    Spill,
+    block_needle,
+    close_all,
+    split_tail,
+)
 from jarvis.splits import SPLITS, TRAIN
 
 if TYPE_CHECKING:
-    from jarvis.dataset.plan import _Plan
     from jarvis.dataset.retrieval import _RagRows
 
 _SPLIT_JSON = [b'"%s"' % name.encode() for name in SPLITS]
@@ -53,39 +61,25 @@ class Bucket:
 
     rows: list[tuple[bytes | memoryview, int]]  # per split: (lines, count)
     records: tuple[bytes | memoryview, int]
-    with_block: list[int]  # per split: records whose RAG block is not empty
-
-    def park(self, path: Path) -> ParkedBucket:
-        """Write this output to `path` for the main process (megabytes go through a file
-        in the page cache faster than through a pipe, and no thread there unpickles them)."""
-        parts = [data for data, _ in self.rows] + [self.records[0]]
-        with path.open("wb") as fh:
-            for data in parts:
-                fh.write(data)
-        counts = [n for _, n in self.rows] + [self.records[1]]
-        return ParkedBucket(path, [len(d) for d in parts], counts, self.with_block)
+    with_block: Sequence[int]  # per split: records whose RAG block is not empty (RAG rows)
 
 
 @dataclass(frozen=True, slots=True)
-class ParkedBucket:
-    """A bucket's output that a worker wrote to a file: where, and its parts' sizes."""
+class Share:
+    """Which of pass 2's files one process forms and writes."""
 
-    path: Path
-    sizes: list[int]
-    counts: list[int]
-    with_block: list[int]
+    splits: frozenset[int]  # the split files (`SPLITS` indexes)
+    records: bool  # records.jsonl, and the RAG block counts
 
-    def load(self) -> Bucket:
-        """The output, read back (and the file removed)."""
-        data = memoryview(self.path.read_bytes())
-        self.path.unlink()
-        parts: list[bytes | memoryview] = []
-        at = 0
-        for size in self.sizes:
-            parts.append(data[at : at + size])
-            at += size
-        pairs = list(zip(parts, self.counts, strict=True))
-        return Bucket(pairs[:-1], pairs[-1], self.with_block)
+    def forms(self, s: int) -> bool:
+        return s in self.splits
+
+
+EVERYTHING = Share(frozenset(range(len(SPLITS))), records=True)
+# Two processes: train's rows here; valid's, test's and records.jsonl's in the worker (about
+# the same bytes at the usual split: 98 MB against 89 MB for 200,000 records).
+TRAIN_ROWS = Share(frozenset({TRAIN}), records=False)
+THE_REST = Share(frozenset(range(len(SPLITS))) - {TRAIN}, records=True)
 
 
 class Maps:
@@ -143,9 +137,14 @@ def _hex(digits: Any) -> Any:
 
 
 def bucket_output(
-    data: bytearray, maps: Maps, rag: _RagRows | None, rag_field: str | None
+    data: bytearray,
+    maps: Maps,
+    rag: _RagRows | None,
+    rag_field: str | None,
+    share: Share = EVERYTHING,
 ) -> Bucket:
-    """Form one bucket's output from its spilled lines (`Spill.bucket_bytes`, any order).
+    """Form one bucket's output from its spilled lines (`Spill.bucket_bytes`, any order):
+    the files of `share` (the others' parts are left empty).
 
     The lines are ordered and mapped to units and splits as whole arrays: a line's place is
     its 32 hex digits (shuffle key, seq, copy), the same order as sorting the lines. Each
@@ -155,7 +154,7 @@ def bucket_output(
     import numpy as np
 
     if not data:
-        return Bucket([(b"", 0)] * len(SPLITS), (b"", 0), [0] * len(SPLITS))
+        return _EMPTY
     raw = np.frombuffer(data, np.uint8)
     # Tabs and newlines in one scan (JSON has no other control byte, the heads none at all).
     cuts = np.flatnonzero(raw <= 10)
@@ -185,16 +184,25 @@ def bucket_output(
     names, lines = split[record], line_end[record] + 1
     view = memoryview(data)
     if rag is not None:
+        assert share is EVERYTHING  # rows re-rendered with exemplars: one process
         return _rag_output(view, rag, rag_field, unit, split, repeat, entry, quote, lines)
     rows: list[tuple[bytes | memoryview, int]] = []
     for s in range(len(SPLITS)):
+        if not share.forms(s):
+            rows.append((b"", 0))
+            continue
         mine = split == s
         a, b = row_start[mine].tolist(), row_end[mine].tolist()
         rows.append((b"\n".join([view[x:y] for x, y in zip(a, b, strict=True)] + [b""]), len(a)))
-    with_block = _with_block(data, rag_field, quote + len(TRAIN_JSON), lines, names)
+    if not share.records:
+        return Bucket(rows, (b"", 0), _NONE)
     entry = _name_splits(raw, entry, quote, names)
     entries = [view[x:y] for x, y in zip(entry.tolist(), lines.tolist(), strict=True)]
-    return Bucket(rows, (b"".join(entries), len(entries)), with_block)
+    return Bucket(rows, (b"".join(entries), len(entries)), _NONE)
+
+
+_NONE = (0,) * len(SPLITS)
+_EMPTY = Bucket([(b"", 0)] * len(SPLITS), (b"", 0), _NONE)
 
 
 def _digits(raw: Any, at: Any, n: int) -> Any:
@@ -240,30 +248,6 @@ def _ranges(starts: Any, lengths: Any) -> Any:
     return offsets + np.arange(total)
 
 
-def _with_block(
-    data: bytearray, rag_field: str | None, tails: Any, lines: Any, names: Any
-) -> list[int]:
-    """Per split, the records whose RAG block is not empty: those with the block's needle
-    in their entry's tail (tag, then record)."""
-    import numpy as np
-
-    with_block = [0] * len(SPLITS)
-    needle = _block_needle(rag_field)
-    if needle is None:
-        return with_block
-    found = []
-    at = data.find(needle)
-    while at >= 0:
-        found.append(at)
-        at = data.find(needle, at + 1)
-    if found:
-        hits = np.asarray(found)
-        has = np.searchsorted(hits, lines) > np.searchsorted(hits, tails)
-        for s in range(len(SPLITS)):
-            with_block[s] = int(np.count_nonzero(has & (names == s)))
-    return with_block
-
-
 def _rag_output(
     view: memoryview,
     rag: _RagRows,
@@ -278,7 +262,7 @@ def _rag_output(
     """`bucket_output` where rows were re-rendered with their exemplars: each kept line's
     row and record come from `rag`, its id and tag from the spill (`entry`, `quote` and
     `lines` are the record lines')."""
-    needle = _block_needle(rag_field)
+    needle = block_needle(rag_field)
     with_block = [0] * len(SPLITS)
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
@@ -297,32 +281,52 @@ def _rag_output(
     return Bucket([(_lines(r), len(r)) for r in rows], (_lines(entries), len(entries)), with_block)
 
 
-def _block_needle(rag_field: str | None) -> bytes | None:
-    """What marks a record whose RAG block is not empty. Sorted-key JSON: `"retrieved":[{`
-    appears only for a non-empty list (inside a string value every quote is escaped)."""
-    return None if rag_field is None else b'"%s":[{' % rag_field.encode()
-
-
 def _lines(items: list[bytes]) -> bytes:
     # One join with the last newline (joining, then adding it, copies the bucket twice).
     return b"\n".join([*items, b""]) if items else b""
 
 
-def _pass_two(
-    tmp: Path, buckets: Iterable[Bucket], plan: _Plan
+def write_buckets(
+    tmp: Path,
+    spill: Spill,
+    maps: Maps,
+    rag: _RagRows | None,
+    rag_field: str | None,
+    has_rows: list[bool],
+    share: Share = EVERYTHING,
+    *,
+    reader: int = 0,
+    keep: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], list[int]]:
-    """Write the split files and records.jsonl from `buckets` (each bucket's output, in
-    bucket order).
+    """Form every bucket in order and write the files of `share` into `tmp`.
+
+    Args:
+        has_rows: per split, whether the plan gives it rows (else it has no file).
+        reader: which of the processes sharing the spill this is (`Spill.share`).
+        keep: leave the spill files (shared without links: removed with the folder).
 
     Returns:
-        The files written (sha256, rows) and, per split, how many records carry a non-empty
-        RAG block, counted as they are written.
+        The files written (sha256, rows) and, with `rag`, per split how many records carry
+        a non-empty RAG block, counted as they are written (else zeros: pass 1 counts them).
     """
+    buckets = (
+        bucket_output(spill.bucket_bytes(i, keep=keep, reader=reader), maps, rag, rag_field, share)
+        for i in range(spill.buckets_n)
+    )
+    wanted = [has and share.forms(s) for s, has in enumerate(has_rows)]
+    return _pass_two(tmp, buckets, wanted, share.records)
+
+
+def _pass_two(
+    tmp: Path, buckets: Iterable[Bucket], wanted: list[bool], with_records: bool
+) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """Write the `wanted` split files, and records.jsonl `with_records`, from `buckets`
+    (each bucket's output, in bucket order)."""
     writers = [
-        _Writer(tmp / f"{name}.jsonl") if sum(plan.rows[s]) else None
-        for s, name in enumerate(SPLITS)
+        _Writer(tmp / f"{name}.jsonl") if want else None
+        for name, want in zip(SPLITS, wanted, strict=True)
     ]
-    records = _Writer(tmp / RECORDS)
+    records = _Writer(tmp / RECORDS) if with_records else None
     with_block = [0] * len(SPLITS)
     try:
         # Writing and hashing a bucket (megabytes: both release the GIL) run in a thread while
@@ -343,22 +347,24 @@ def _pass_two(
             close_all([w.fh for w in [*writers, records] if w is not None])
         raise
     files = {f"{name}.jsonl": w.close() for name, w in zip(SPLITS, writers, strict=True) if w}
-    files[RECORDS] = records.close()
+    if records is not None:
+        files[RECORDS] = records.close()
     return files, with_block
 
 
-def _write_bucket(bucket: Bucket, writers: list[_Writer | None], records: _Writer) -> None:
+def _write_bucket(bucket: Bucket, writers: list[_Writer | None], records: _Writer | None) -> None:
     for s, (data, count) in enumerate(bucket.rows):
         writer = writers[s]
         if count:
             assert writer is not None
             writer.write(data, count)
-    records.write(*bucket.records)
+    if records is not None:
+        records.write(*bucket.records)
 
 
-def serial_buckets(
-    spill: Spill, maps: Maps, rag: _RagRows | None, rag_field: str | None
-) -> Iterator[Bucket]:
-    """Every bucket's output, formed in this process."""
-    for i in range(spill.buckets_n):
-        yield bucket_output(spill.bucket_bytes(i), maps, rag, rag_field)
+def merge_files(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The files of processes that shared pass 2, in the order one process writes them
+    (the split files, then records.jsonl)."""
+    found = {name: info for files in parts for name, info in files.items()}
+    names = [f"{name}.jsonl" for name in SPLITS] + [RECORDS]
+    return {name: found[name] for name in names if name in found}

@@ -592,6 +592,62 @@ def test_rows_with_a_rag_block_are_counted_per_split_as_records_jsonl_holds_them
     assert 0.2 < want["train"] < 0.3
 
 
+def test_pass_two_shared_with_a_worker_needs_no_hard_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from jarvis.dataset.spill import Spill
+
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(900)])
+    one = render_dataset(recipe(src), tmp_path / "one", jobs=1)
+    shared: list[bool] = []
+    share = Spill.share
+
+    def no_links(*args: Any) -> None:
+        raise OSError(1, "Operation not permitted")  # as on a file system without them
+
+    def spy(self: Spill, readers: int) -> bool:
+        shared.append(share(self, readers))
+        return shared[-1]
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(Spill, "share", spy)
+    two = render_dataset(recipe(src), tmp_path / "two", jobs=2)
+    assert shared == [False] and one == two
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "records.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "one", "two"]
+
+
+def test_a_write_that_fails_in_the_workers_share_of_pass_two_is_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from jarvis.dataset import records, write
+    from jarvis.errors import OutputWriteError
+
+    monkeypatch.setattr(records, "TASK_BYTES", 4096)
+    monkeypatch.setattr(records, "_start_method", lambda: "fork")  # the worker has the patch
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(900)])
+    render_dataset(recipe(src), tmp_path / "out", jobs=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    written = write._Writer.write
+
+    def full(self: Any, data: bytes, rows: int) -> None:
+        if self.path.name == "records.jsonl":  # the worker's file
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written(self, data, rows)
+
+    monkeypatch.setattr(write._Writer, "write", full)
+    with pytest.raises(OutputWriteError, match="No space left on device"):
+        render_dataset(recipe(src), tmp_path / "out", force=True, jobs=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"]
+
+
 def test_worker_processes_report_the_first_error_in_input_order(tmp_path: Path) -> None:
     tok = make_tokenizer(tmp_path / "tok")
     records = [reply(i) for i in range(1500)]

@@ -204,13 +204,15 @@ def _scan_task(task: Task, folder: Path, buckets: int) -> ParkedScan:
 
 
 def _write_task(
-    tmp: Path, folder: Path, buckets: int, maps: Path, has_rows: list[bool], keep: bool
+    tmp: Path, folder: Path, buckets: int, maps: Path, has_rows: list[bool], linked: bool
 ) -> dict[str, dict[str, Any]]:
-    """A worker's share of pass 2 (`THE_REST`), as the spill's second reader."""
+    """A worker's share of pass 2 (`THE_REST`): the spill's second reader where it has
+    its own links, else a reader of the same files that leaves them (`Spill.share`)."""
     spill = _worker_spill(folder, buckets)
     files, _ = write_buckets(
-        tmp, spill, Maps.load(maps), None, None, has_rows, THE_REST, reader=1, keep=keep
-    )
+        tmp, spill, Maps.load(maps), None, None, has_rows, THE_REST,
+        reader=1 if linked else 0, keep=not linked,
+    )  # fmt: skip
     return files
 
 
@@ -426,13 +428,13 @@ class Workers:
         if self.executor is None:
             return write_buckets(tmp, spill, maps, None, None, has_rows)[0]
         folder = maps.save(spill.folder / "maps")
-        keep = not spill.share(2)
+        linked = spill.share(2)
         theirs = self.executor.submit(
-            _write_task, tmp, spill.folder, spill.buckets_n, folder, has_rows, keep
+            _write_task, tmp, spill.folder, spill.buckets_n, folder, has_rows, linked
         )
         try:
             mine, _ = write_buckets(
-                tmp, spill, maps, None, None, has_rows, TRAIN_ROWS, reader=0, keep=keep
+                tmp, spill, maps, None, None, has_rows, TRAIN_ROWS, keep=not linked
             )
         except BaseException:
             wait([theirs])  # its files are in `tmp`, which the caller removes

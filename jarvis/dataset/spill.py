@@ -113,8 +113,9 @@ class Spill:
 
     def share(self, readers: int) -> bool:
         """Let `readers` processes each read (and delete) every bucket: a hard link per file
-        for each reader but the first. Returns False where the file system has no hard
-        links: the readers must then `keep` the files (removed with the folder).
+        for each reader but the first (`bucket_bytes(reader=)`). Returns False where the
+        file system has no hard links: every reader then reads the files themselves and
+        keeps them (`keep`; they are removed with the folder).
         """
         made: list[Path] = []
         try:

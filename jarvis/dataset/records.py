@@ -141,7 +141,6 @@ _SCANNER: Scanner | None = None
 # renderer, the tokenizer loaded (seconds with transformers) and its shortcuts proven.
 _PARENT: tuple[Recipe, Contract, RowRenderer] | None = None
 _SPILL: Spill | None = None
-_MAPS: tuple[Path, Maps] | None = None
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 

@@ -24,6 +24,7 @@ from jarvis.dataset.spill import (
     Spill,
     block_needle,
     close_all,
+    line_index,
     split_tail,
 )
 from jarvis.splits import SPLITS, TRAIN
@@ -156,12 +157,7 @@ def bucket_output(
     if not data:
         return _EMPTY
     raw = np.frombuffer(data, np.uint8)
-    # Tabs and newlines in one scan (JSON has no other control byte, the heads none at all).
-    cuts = np.flatnonzero(raw <= 10)
-    newline = raw[cuts] == 10
-    ends, tabs = cuts[newline], cuts[~newline]
-    starts = np.empty_like(ends)
-    starts[0], starts[1:] = 0, ends[:-1] + 1
+    starts, length, row_length = line_index(data)
     seq = _hex(_digits(raw, starts + 16, 12)).astype(np.int64)
     copy = _hex(_digits(raw, starts + 28, 4))
     order = np.lexsort((copy, seq, _hex(_digits(raw, starts, 16))))
@@ -174,10 +170,8 @@ def bucket_output(
     repeat = copy[order] != 0
     wanted = ~repeat | (split == TRAIN)  # a --repeat copy goes to train only
     order, unit, split, repeat = order[wanted], unit[wanted], split[wanted], repeat[wanted]
-    row_start, line_end = starts[order] + 33, ends[order]
-    # A record line's row ends at its tab; a --repeat copy's row is the rest of its line.
-    first = np.minimum(np.searchsorted(tabs, row_start), len(tabs) - 1)
-    row_end = np.where(repeat, line_end, tabs[first])
+    row_start = starts[order] + 33
+    row_end, line_end = row_start + row_length[order], starts[order] + length[order] - 1
     record = ~repeat
     entry = row_end[record] + 1 + AT_DIGITS
     quote = entry + _hex(_digits(raw, entry - AT_DIGITS, AT_DIGITS)).astype(np.int64)

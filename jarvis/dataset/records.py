@@ -179,6 +179,9 @@ def _init_worker(recipe: Recipe, root: str) -> None:
     _SCANNER = Scanner(contract, renderer, recipe, None)
     if _PARENT is None:  # a fork inherited the parent's settings (`few_collections`)
         few_collections()  # this process only renders
+    # Pass 2 needs numpy: imported now, while the main process starts scanning, rather than
+    # before the fork (its time on one CPU) or at pass 2 (0.05-0.1 s there, traced).
+    import numpy  # noqa: F401
 
 
 def _warm() -> None:
@@ -227,10 +230,6 @@ def start_early(
     """
     if jobs is None or not starts_workers(jobs, size):
         return None
-    # This process imports numpy in pass 1 anyway; a worker forked before that would import
-    # it again for pass 2 (0.05-0.1 s, traced).
-    import numpy  # noqa: F401
-
     executor = _pool(recipe, contract, renderer, jobs - 1)
     for _ in range(jobs - 1):
         executor.submit(_warm)
@@ -438,7 +437,11 @@ class Workers:
         except BaseException:
             wait([theirs])  # its files are in `tmp`, which the caller removes
             raise
-        return merge_files(mine, theirs.result())
+        files = merge_files(mine, theirs.result())
+        # Nothing is left for the workers: they exit while this process writes the manifest
+        # and swaps the output in (`close` then waits for them, most often not at all).
+        self.executor.shutdown(wait=False)
+        return files
 
     def _ordered(
         self,

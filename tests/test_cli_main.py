@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,41 @@ def test_main_leaves_the_objects_out_of_the_exit_collection(
     assert out.returncode == code, out.stderr
     assert shown in out.stdout + out.stderr
     assert out.stdout.splitlines()[-1] == "frozen: True"
+
+
+@pytest.mark.parametrize(
+    ("args", "restarts"),
+    [
+        (["render-dataset", "--help"], False),
+        (["--root", "x", "contract", "list"], False),
+        (["--root", "render-dataset", "reply", "hi"], True),  # a root named like a command
+        (["reply", "--help"], True),
+        (["train", "render-dataset"], True),
+        (["--version"], True),
+    ],
+)
+def test_fast_blas_restarts_only_commands_that_may_run_mlx(args: list[str], restarts: bool) -> None:
+    from jarvis.cli import _never_runs_mlx
+
+    assert _never_runs_mlx(args) is not restarts
+
+
+def test_render_dataset_with_fast_blas_set_does_not_start_again(tmp_path: Path) -> None:
+    # With the switch on and no OpenBLAS to install (offline), a restart would fail with
+    # exit 11; render-dataset runs as it is.
+    import json
+    import os
+
+    src = tmp_path / "in.jsonl"
+    records = [{"messages": [{"sender": "Sam", "text": f"hi {i}"}], "reply": f"yo {i}"}
+               for i in range(400)]  # fmt: skip
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    env = {**os.environ, "JARVIS_FAST_BLAS": "1", "JARVIS_BLAS_DIR": str(tmp_path / "none"),
+           "PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_NO_INDEX": "1"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "jarvis", "render-dataset", "--contract", "reply@1", "--input",
+         str(src), "--out", str(tmp_path / "out"), "-q"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out" / "train.jsonl").is_file()

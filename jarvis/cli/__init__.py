@@ -40,7 +40,7 @@ def main() -> None:
     from jarvis.errors import JarvisError
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    if os.environ.get("JARVIS_FAST_BLAS") == "1":
+    if os.environ.get("JARVIS_FAST_BLAS") == "1" and not _never_runs_mlx(sys.argv[1:]):
         from jarvis.blas import reexec_if_asked
 
         try:
@@ -57,6 +57,21 @@ def main() -> None:
         import gc
 
         gc.freeze()
+
+
+# Commands that never load mlx: OpenBLAS would only cost them a second start (0.15-0.2 s).
+_WITHOUT_MLX = {"render-dataset", "contract"}
+
+
+def _never_runs_mlx(args: list[str]) -> bool:
+    """Whether the command in `args` (after the group's own options) never loads mlx."""
+    words = iter(args)
+    for word in words:
+        if word == "--root":
+            next(words, None)  # its value
+        elif not word.startswith("-"):
+            return word in _WITHOUT_MLX
+    return False
 
 
 def _register() -> None:

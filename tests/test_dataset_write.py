@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -129,3 +130,24 @@ def test_the_blocks_of_a_bucket_give_back_every_line_written(
     start, length, row = line_index(data)
     got = [(bytes(data[a : a + n]), r) for a, n, r in zip(start, length, row, strict=True)]
     assert got == written["main"] + written["w1"]  # the processes' files in name order
+
+
+def test_shared_buckets_are_read_whole_by_each_reader_and_freed_by_the_second(
+    tmp_path: Path,
+) -> None:
+    # Two readers of pass 2: each gets every line of a bucket, and deletes only its own name
+    # of the files, so a bucket's disk is freed once both have read it.
+    spill = Spill(tmp_path / "spill", 32)
+    writers = [spill.writer("main"), spill.writer("w1")]
+    for n, writer in enumerate(writers):
+        for m in range(5):
+            writer.add(_key(b"%d.%d" % (n, m)), n << SEQ_BITS | m, 1, b'{"row":%d}' % m)
+        writer.flush()
+        writer.close()
+    assert spill.share(2)
+    first = bytes(spill.bucket_bytes(0, reader=0))
+    files = sorted(p.name for p in (tmp_path / "spill").rglob("000*"))
+    assert files == ["000.1", "000.1"]  # the second reader's links, one per process
+    assert bytes(spill.bucket_bytes(0, reader=1)) == first
+    assert not any((tmp_path / "spill").rglob("000*"))
+    assert len(line_index(first)[0]) == 10

@@ -10,8 +10,6 @@ only inside the commands that need them.
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from jarvis.cli.common import JarvisGroup, on_sigterm, root_option
@@ -35,43 +33,18 @@ def cli() -> None:
 def main() -> None:
     """Console-script entry point."""
     import signal
-    import sys
-
-    from jarvis.errors import JarvisError
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    if os.environ.get("JARVIS_FAST_BLAS") == "1" and not _never_runs_mlx(sys.argv[1:]):
-        from jarvis.blas import reexec_if_asked
-
-        try:
-            reexec_if_asked(sys.argv[1:])  # returns only when nothing is to be done
-        except JarvisError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+    # `JARVIS_FAST_BLAS=1` restarts the process once the command is known (`JarvisGroup`).
     try:
         cli(prog_name="jarvis")
     finally:
         # The interpreter's exit collects garbage over every object left, transformers' and
-        # a tokenizer's too (0.1-0.15 s after loading Qwen2.5, measured); frozen, they are
-        # skipped, and atexit handlers, flushes and module teardown still run as before.
+        # a tokenizer's too (0.08-0.16 s after loading Qwen2.5, three pairs); frozen, they
+        # are skipped, and atexit handlers, flushes and module teardown still run as before.
         import gc
 
         gc.freeze()
-
-
-# Commands that never load mlx: OpenBLAS would only cost them a second start (0.15-0.2 s).
-_WITHOUT_MLX = {"render-dataset", "contract"}
-
-
-def _never_runs_mlx(args: list[str]) -> bool:
-    """Whether the command in `args` (after the group's own options) never loads mlx."""
-    words = iter(args)
-    for word in words:
-        if word == "--root":
-            next(words, None)  # its value
-        elif not word.startswith("-"):
-            return word in _WITHOUT_MLX
-    return False
 
 
 def _register() -> None:

@@ -49,6 +49,23 @@ class JarvisGroup(click.Group):
     have removed temp folders and stopped worker processes; never a traceback.
     """
 
+    # Commands that never load mlx: restarted with OpenBLAS they would only pay a second
+    # start (0.1-0.3 s a render-dataset run, six pairs).
+    WITHOUT_MLX = frozenset({"render-dataset", "contract"})
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's lookup, then, with `JARVIS_FAST_BLAS=1`, the process restarted once with
+        OpenBLAS for a command that may load mlx (`blas.reexec_if_asked`: it must be
+        preloaded at start)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if os.environ.get("JARVIS_FAST_BLAS") == "1" and name not in self.WITHOUT_MLX:
+            from jarvis.blas import reexec_if_asked
+
+            reexec_if_asked(sys.argv[1:])  # returns only when nothing is to be done
+        return name, command, rest
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

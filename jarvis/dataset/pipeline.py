@@ -17,6 +17,7 @@ from jarvis.dataset.plan import _check_composition, _Plan, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
 from jarvis.dataset.records import (
     Workers,
+    _numpy,
     _pass_one,
     _State,
     few_collections,
@@ -224,8 +225,7 @@ def _blocks(state: _State, plan: _Plan) -> list[int]:
     import numpy as np
 
     splits = np.frombuffer(bytes(plan.split_of), np.uint8)
-    units = np.frombuffer(state.blocked, np.uint32) if state.blocked else np.zeros(0, np.int64)
-    counts: list[int] = np.bincount(splits[units], minlength=len(SPLITS)).tolist()
+    counts: list[int] = np.bincount(splits[_numpy(state.blocked)], minlength=len(SPLITS)).tolist()
     return counts
 
 

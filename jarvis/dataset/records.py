@@ -419,9 +419,9 @@ class Workers:
         """Pass 2 (`write.write_buckets`): in this process alone, or shared by file with a
         worker, each of the two reading every bucket; returns the files written.
 
-        With a worker this process writes train's rows, the worker the rest: per bucket
-        each then forms about half (forming one bucket for the other and handing it over
-        cost more than it saved, traced) and each writes and hashes its own files.
+        With a worker this process writes train's rows, the worker the rest (`Share`): each
+        forms and writes and hashes its own files, so no bucket's output is handed over
+        (which cost more than it saved, traced).
         """
         if self.executor is None:
             return write_buckets(tmp, spill, maps, None, None, has_rows)[0]
@@ -465,7 +465,7 @@ class Workers:
                     if n > 1:
                         self.executor = self._start(n - 1)
                 # Keep every worker fed with `depth` items ahead, the window bounded (results
-                # done but not yet consumed count too: a bucket's output is megabytes).
+                # done but not yet consumed count too).
                 most = 2 * depth * (self.count + 1)
                 while (
                     more

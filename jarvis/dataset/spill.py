@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 SEQ_BITS = 24  # records per task, at most (a task is about a megabyte of input)
+# Where a line's parts start: the shuffle key's 16 hex digits, seq's 12, copy's 4, a tab.
+SEQ_AT, COPY_AT, PAYLOAD_AT = 16, 28, 33
 _MIN_BUCKETS, _MAX_BUCKETS = 32, 256
 _SPLIT_AT = len(b'{"id":,"split":')  # the split's quote in an entry, less the id's JSON
 AT_DIGITS = 8  # hex digits of that place, before the entry
@@ -216,10 +218,10 @@ class Spill:
         mask = (1 << SEQ_BITS) - 1
         for lines in self.buckets(keep=keep):
             for line in lines:
-                seq = int(line[16:28], 16)
+                seq = int(line[SEQ_AT:COPY_AT], 16)
                 unit = units[seq >> SEQ_BITS][seq & mask]
                 if unit >= 0:
-                    yield unit, line[28:32] != b"0000", line[33:]
+                    yield unit, line[COPY_AT : PAYLOAD_AT - 1] != b"0000", line[PAYLOAD_AT:]
 
 
 def entry_parts(payload: bytes) -> tuple[bytes, bytes]:

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 from jarvis.dataset.recipe import RECORDS
 from jarvis.dataset.spill import (
     AT_DIGITS,
+    COPY_AT,
+    PAYLOAD_AT,
+    SEQ_AT,
     SEQ_BITS,
     TRAIN_JSON,
     Spill,
@@ -70,7 +73,7 @@ class Share:
     """Which of pass 2's files one process forms and writes."""
 
     splits: frozenset[int]  # the split files (`SPLITS` indexes)
-    records: bool  # records.jsonl, and the RAG block counts
+    records: bool  # records.jsonl
 
     def forms(self, s: int) -> bool:
         return s in self.splits
@@ -158,9 +161,9 @@ def bucket_output(
         return _EMPTY
     raw = np.frombuffer(data, np.uint8)
     starts, length, row_length = line_index(data)
-    seq = _hex(_digits(raw, starts + 16, 12)).astype(np.int64)
-    copy = _hex(_digits(raw, starts + 28, 4))
-    order = np.lexsort((copy, seq, _hex(_digits(raw, starts, 16))))
+    seq = _hex(_digits(raw, starts + SEQ_AT, COPY_AT - SEQ_AT)).astype(np.int64)
+    copy = _hex(_digits(raw, starts + COPY_AT, PAYLOAD_AT - 1 - COPY_AT))
+    order = np.lexsort((copy, seq, _hex(_digits(raw, starts, SEQ_AT))))
     flat, task_start, split_of = maps.flat()
     seq = seq[order]
     unit = flat[task_start[seq >> SEQ_BITS] + (seq & ((1 << SEQ_BITS) - 1))]
@@ -170,7 +173,7 @@ def bucket_output(
     repeat = copy[order] != 0
     wanted = ~repeat | (split == TRAIN)  # a --repeat copy goes to train only
     order, unit, split, repeat = order[wanted], unit[wanted], split[wanted], repeat[wanted]
-    row_start = starts[order] + 33
+    row_start = starts[order] + PAYLOAD_AT
     row_end, line_end = row_start + row_length[order], starts[order] + length[order] - 1
     record = ~repeat
     entry = row_end[record] + 1 + AT_DIGITS

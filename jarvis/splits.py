@@ -12,8 +12,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from jarvis.errors import InputError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 SPLITS = ("train", "valid", "test")
 TRAIN, VALID, TEST = 0, 1, 2
@@ -84,38 +88,51 @@ def targets(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
 
 
 def assign(
-    keys: Sequence[int],
-    strata: Sequence[int],
-    sizes: Sequence[int],
-    forced_train: Sequence[int],
+    keys: ArrayLike,
+    strata: ArrayLike,
+    sizes: ArrayLike,
+    forced_train: ArrayLike,
     ratios: tuple[float, float, float],
 ) -> bytearray:
     """Assign every unit to a split.
 
+    Per stratum, its units ranked by (key, index): valid takes units while it holds fewer
+    records than its target, then test likewise, and train the rest.
+
     Args:
-        keys: ranking key per unit (`unit_key`).
+        keys: ranking key per unit (`unit_key`), as 64-bit unsigned integers.
         strata: stratum (tag index) per unit.
         sizes: records per unit.
         forced_train: 1 for units that go to train whatever their key (`--train-only`).
+        (Sequences or numpy arrays.)
         ratios: train/valid/test fractions.
 
     Returns:
         The split index (`TRAIN`, `VALID`, `TEST`) per unit.
     """
-    out = bytearray(len(keys))
-    by_stratum: dict[int, list[int]] = {}
-    for unit, stratum in enumerate(strata):
-        if not forced_train[unit]:
-            by_stratum.setdefault(stratum, []).append(unit)
-    for units in by_stratum.values():
-        units.sort(key=lambda u: (keys[u], u))
-        _, want_valid, want_test = targets(sum(sizes[u] for u in units), ratios)
-        got_valid = got_test = 0
-        for unit in units:
-            if got_valid < want_valid:
-                out[unit] = VALID
-                got_valid += sizes[unit]
-            elif got_test < want_test:
-                out[unit] = TEST
-                got_test += sizes[unit]
-    return out
+    # Whole-array steps: the same walk as a loop over ranked units (kept in the tests as the
+    # reference), which cost 0.7 us a unit, serial between the passes (0.07 s at 100,000).
+    import numpy as np
+
+    key = np.asarray(keys, dtype=np.uint64)
+    stratum = np.asarray(strata, dtype=np.int64)
+    size = np.asarray(sizes, dtype=np.int64)
+    free = np.flatnonzero(np.asarray(forced_train, dtype=np.uint8) == 0)
+    # lexsort's last key is the primary one: stratum, then key, then unit index.
+    ranked = free[np.lexsort((free, key[free], stratum[free]))]
+    out = np.full(len(key), TRAIN, dtype=np.uint8)
+    ranked_strata = stratum[ranked]
+    bounds = np.flatnonzero(np.diff(ranked_strata)) + 1
+    for units in np.split(ranked, bounds) if len(ranked) else ():
+        held = np.cumsum(size[units])
+        before = held - size[units]  # records the units ranked ahead hold
+        _, want_valid, want_test = targets(int(held[-1]), ratios)
+        # A unit goes to valid while valid holds fewer than its target: a prefix of the
+        # ranking, since `before` never falls.
+        n_valid = int(np.count_nonzero(before < want_valid))
+        out[units[:n_valid]] = VALID
+        rest = units[n_valid:]
+        if len(rest):
+            in_test = before[n_valid:] - before[n_valid] < want_test
+            out[rest[in_test]] = TEST
+    return bytearray(out.tobytes())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jarvis.errors import InputError
 from jarvis.splits import TEST, TRAIN, VALID, assign, parse_split, targets, unit_key
@@ -49,3 +51,58 @@ def test_forced_units_always_train() -> None:
 
 def test_seed_changes_the_keys() -> None:
     assert unit_key(0, b"record", b"x") != unit_key(1, b"record", b"x")
+
+
+def _assign_by_loop(
+    keys: list[int],
+    strata: list[int],
+    sizes: list[int],
+    forced: list[int],
+    ratios: tuple[float, float, float],
+) -> bytearray:
+    """The plain reading of `assign`'s rule, one ranked unit at a time (its reference)."""
+    out = bytearray(len(keys))
+    by_stratum: dict[int, list[int]] = {}
+    for unit, stratum in enumerate(strata):
+        if not forced[unit]:
+            by_stratum.setdefault(stratum, []).append(unit)
+    for units in by_stratum.values():
+        units.sort(key=lambda u: (keys[u], u))
+        _, want_valid, want_test = targets(sum(sizes[u] for u in units), ratios)
+        got_valid = got_test = 0
+        for unit in units:
+            if got_valid < want_valid:
+                out[unit] = VALID
+                got_valid += sizes[unit]
+            elif got_test < want_test:
+                out[unit] = TEST
+                got_test += sizes[unit]
+    return out
+
+
+_UNITS = st.lists(
+    st.tuples(
+        # Few distinct keys, so that ties (ranked by unit index) happen.
+        st.one_of(st.integers(0, 3), st.integers(0, 2**64 - 1)),
+        st.integers(0, 3),  # stratum
+        st.integers(1, 9),  # size (a group's records)
+        st.integers(0, 1) | st.just(0),  # forced train, less often
+    ),
+    max_size=60,
+)
+_RATIOS = st.sampled_from(
+    [(0.9, 0.05, 0.05), (0.5, 0.25, 0.25), (0.8, 0.2, 0.0), (0.34, 0.33, 0.33)]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(units=_UNITS, ratios=_RATIOS)
+def test_assign_matches_the_unit_by_unit_walk(
+    units: list[tuple[int, int, int, int]], ratios: tuple[float, float, float]
+) -> None:
+    keys = [u[0] for u in units]
+    strata = [u[1] for u in units]
+    sizes = [u[2] for u in units]
+    forced = [u[3] for u in units]
+    want = _assign_by_loop(keys, strata, sizes, forced, ratios)
+    assert assign(keys, strata, sizes, forced, ratios) == want

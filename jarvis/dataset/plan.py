@@ -57,10 +57,10 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
     sizes = np.bincount(members, minlength=ngroups).astype(np.uint32)
     del grouped, members
     unit_split = assign(
-        _typed("Q", state.group_keys, _numpy(state.key_of)[loose]),
-        _typed("H", strata, tag_of[loose]),
-        _typed("I", sizes, np.ones(len(loose), dtype=np.uint32)),
-        bytearray(forced.tobytes() + is_forced[loose].tobytes()),
+        np.concatenate([np.array(state.group_keys, dtype=np.uint64), _numpy(state.key_of)[loose]]),
+        np.concatenate([strata, tag_of[loose]]),
+        np.concatenate([sizes, np.ones(len(loose), dtype=np.uint32)]),
+        np.concatenate([forced, is_forced[loose]]),
         recipe.split,
     )
     del loose, is_forced
@@ -73,8 +73,9 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
     masks = _numpy(state.checks_of)
 
     def per_cell(values: Any) -> list[list[int]]:
-        counts = np.zeros(len(SPLITS) * ntags, dtype=np.int64)
-        np.add.at(counts, cell, values)
+        # bincount's float sums are exact far past any count here (2**53).
+        weights = None if isinstance(values, int) else values
+        counts = np.bincount(cell, weights, minlength=len(SPLITS) * ntags).astype(np.int64)
         return [counts[s * ntags : (s + 1) * ntags].tolist() for s in range(len(SPLITS))]
 
     per_check = [[0] * nchecks for _ in SPLITS]
@@ -92,16 +93,6 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         per_check=per_check,
         tokens=[array("I", tokens[split == s].tobytes()) for s in range(len(SPLITS))],
     )
-
-
-def _typed(code: str, *parts: Any) -> array[int]:
-    """One typed array from lists and numpy arrays (assign's compact inputs)."""
-    import numpy as np
-
-    out = array(code)
-    for part in parts:
-        out.frombytes(np.asarray(part, dtype=code).tobytes())
-    return out
 
 
 def _share(part: int, whole: int) -> float:

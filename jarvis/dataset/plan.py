@@ -44,28 +44,35 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
     is_forced = np.isin(tag_of, forced_tags).astype(np.uint8)
     # Units: groups first (index = group id), then ungrouped records in input order.
     ngroups = len(state.group_keys)
-    grouped = group_of >= 0
-    loose = np.flatnonzero(~grouped)
-    unit_of = group_of.copy()
-    unit_of[loose] = ngroups + np.arange(len(loose), dtype=np.int32)
-    members = group_of[grouped]
-    strata = np.full(ngroups, 65535, dtype=np.uint16)
-    # A group spanning tags is stratified under its first tag name; forced if any is.
-    np.minimum.at(strata, members, tag_of[grouped])
-    forced = np.zeros(ngroups, dtype=np.uint8)
-    np.maximum.at(forced, members, is_forced[grouped])
-    sizes = np.bincount(members, minlength=ngroups).astype(np.uint32)
-    del grouped, members
-    unit_split = assign(
-        np.concatenate([np.array(state.group_keys, dtype=np.uint64), _numpy(state.key_of)[loose]]),
-        np.concatenate([strata, tag_of[loose]]),
-        np.concatenate([sizes, np.ones(len(loose), dtype=np.uint32)]),
-        np.concatenate([forced, is_forced[loose]]),
-        recipe.split,
-    )
-    del loose, is_forced
-    split = np.frombuffer(bytes(unit_split), dtype=np.uint8)[unit_of] if n else np.zeros(0, "u1")
-    del unit_of
+    if ngroups:
+        grouped = group_of >= 0
+        loose = np.flatnonzero(~grouped)
+        unit_of = group_of.copy()
+        unit_of[loose] = ngroups + np.arange(len(loose), dtype=np.int32)
+        members = group_of[grouped]
+        strata = np.full(ngroups, 65535, dtype=np.uint16)
+        # A group spanning tags is stratified under its first tag name; forced if any is.
+        np.minimum.at(strata, members, tag_of[grouped])
+        forced = np.zeros(ngroups, dtype=np.uint8)
+        np.maximum.at(forced, members, is_forced[grouped])
+        sizes = np.bincount(members, minlength=ngroups).astype(np.uint32)
+        del grouped, members
+        unit_split = assign(
+            np.concatenate([np.array(state.group_keys, np.uint64), _numpy(state.key_of)[loose]]),
+            np.concatenate([strata, tag_of[loose]]),
+            np.concatenate([sizes, np.ones(len(loose), dtype=np.uint32)]),
+            np.concatenate([forced, is_forced[loose]]),
+            recipe.split,
+        )
+        del loose
+        split = np.frombuffer(unit_split, dtype=np.uint8)[unit_of]
+        del unit_of
+    else:  # every record a unit of its own, in input order: no gathers (8 MB each at 1M)
+        unit_split = assign(
+            _numpy(state.key_of), tag_of, np.ones(n, dtype=np.uint8), is_forced, recipe.split
+        )
+        split = np.frombuffer(unit_split, dtype=np.uint8)
+    del is_forced
     nchecks = len(contract.spec.checks)
     repeat = np.array([recipe.repeat.get(t, 1) for t in state.tags] or [1], dtype=np.int32)
     weight = np.where(split == TRAIN, repeat[tag_of], np.int32(1))

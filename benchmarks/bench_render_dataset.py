@@ -34,8 +34,9 @@ NAMES = ("Sam", "Priya", "Marcus", "Mom", "Ravi", "Jess")
 WORDS = "ya omw lol down later tonight dinner rent gym sure ok cool where when what time".split()
 
 
-def make_input(path: Path, n: int, seed: int = 0) -> None:
-    """Write `n` reply@1 records in threads of about 8, with a few duplicates."""
+def make_input(path: Path, n: int, seed: int = 0, *, threads: bool = True) -> None:
+    """Write `n` reply@1 records in threads of about 8 (else each a split unit of its own),
+    with a few duplicates."""
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as fh:
         for i in range(n):
@@ -52,6 +53,8 @@ def make_input(path: Path, n: int, seed: int = 0) -> None:
                 "messages": messages,
                 "reply": " ".join(rng.choices(WORDS, k=rng.randint(1, 9))) + f" {i}",
             }
+            if not threads:
+                del record["thread"]
             fh.write(json.dumps(record) + "\n")
 
 
@@ -349,6 +352,10 @@ def main(argv: list[str] | None = None) -> None:
             make_input(big, mem_n, seed=1)
             mb = peak_memory_mb(big, base / "mem")
             print(f"peak memory, {mem_n} records: {mb:.0f} MB (goal <= 250 MB)")
+            # Records of no thread: a split unit each, so the plan ranks a million units.
+            make_input(big, mem_n, seed=1, threads=False)
+            mb = peak_memory_mb(big, base / "mem")
+            print(f"peak memory, {mem_n} records of no thread: {mb:.0f} MB (goal <= 250 MB)")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ def test_named_benchmark_with_record_counts_runs() -> None:
     # Each --jobs 2 ratio comes with the bound the machine sets on it.
     assert done.stdout.count("bound: --jobs 1 kept ") == 2  # without, then with a tokenizer
     assert "two --jobs 1 runs at once took " in done.stdout
+    assert "peak memory, 1000 records: " in done.stdout
+    assert "peak memory, 1000 records of no thread: " in done.stdout
 
 
 def test_an_unknown_benchmark_name_is_refused() -> None:

@@ -893,9 +893,10 @@ def test_a_render_keeps_the_garbage_collector_out_of_its_way_and_restores_it(
     try:
         frozen = gc.get_freeze_count()
         render_dataset(recipe(src), tmp_path / "two")
-        # Neither unfrozen (0) nor frozen again (thousands more); a frozen object may still
-        # die during the run (a pattern evicted from `re`'s cache, seen after other tests).
-        assert frozen - 50 <= gc.get_freeze_count() <= frozen
+        # Neither unfrozen (0) nor frozen again (more: the run's own objects); frozen objects
+        # may still die during the run, when a cache evicts them (`re`'s, an lru_cache's
+        # parsed code: up to 179 of 171,557 seen in CI after other tests), never most.
+        assert frozen // 2 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
 

@@ -97,14 +97,14 @@ def assign(
     """Assign every unit to a split.
 
     Per stratum, its units ranked by (key, index): valid takes units while it holds fewer
-    records than its target, then test likewise, and train the rest.
+    records than its target, then test likewise, and train the rest. The four per-unit
+    arguments are sequences or numpy arrays.
 
     Args:
         keys: ranking key per unit (`unit_key`), as 64-bit unsigned integers.
         strata: stratum (tag index) per unit.
         sizes: records per unit.
         forced_train: 1 for units that go to train whatever their key (`--train-only`).
-        (Sequences or numpy arrays.)
         ratios: train/valid/test fractions.
 
     Returns:

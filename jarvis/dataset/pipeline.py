@@ -13,11 +13,10 @@ import orjson
 
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
-from jarvis.dataset.plan import _check_composition, _Plan, _plan, _share
+from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
 from jarvis.dataset.records import (
     Workers,
-    _numpy,
     _pass_one,
     _State,
     few_collections,
@@ -191,7 +190,7 @@ def _render_into(
         has_rows = [sum(rows) > 0 for rows in plan.rows]
         if rag is None:
             written = workers.write(tmp, spill, maps, has_rows)
-            with_block = _blocks(state, plan)
+            with_block = plan.blocks
         else:  # rows re-rendered with their exemplars are in this process's temp file
             written, with_block = write_buckets(tmp, spill, maps, rag, contract.rag_field, has_rows)
     finally:
@@ -218,15 +217,6 @@ def _render_into(
         manifest["retrieval"] = retrieval
     (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
     return manifest
-
-
-def _blocks(state: _State, plan: _Plan) -> list[int]:
-    """Per split, the records whose RAG block is not empty (pass 1 found them)."""
-    import numpy as np
-
-    splits = np.frombuffer(bytes(plan.split_of), np.uint8)
-    counts: list[int] = np.bincount(splits[_numpy(state.blocked)], minlength=len(SPLITS)).tolist()
-    return counts
 
 
 def _keep_rejects(rejects: Path, out: Path) -> Path | None:

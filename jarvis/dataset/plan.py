@@ -29,6 +29,7 @@ class _Plan:
     passed: list[list[int]]  # [split][tag] -> rows passing every check
     per_check: list[list[int]]  # [split][check] -> rows passing that check
     tokens: list[array[int]]  # [split] -> token count per record (repeats not counted)
+    blocks: list[int]  # [split] -> records whose RAG block is not empty (found in pass 1)
 
 
 def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
@@ -99,6 +100,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         passed=per_cell(np.where(passed, weight, np.int32(0))),
         per_check=per_check,
         tokens=[array("I", tokens[split == s].tobytes()) for s in range(len(SPLITS))],
+        blocks=np.bincount(split[_numpy(state.blocked)], minlength=len(SPLITS)).tolist(),
     )
 
 

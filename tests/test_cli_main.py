@@ -86,3 +86,19 @@ def test_render_dataset_with_fast_blas_set_does_not_start_again(tmp_path: Path) 
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "out" / "train.jsonl").is_file()
+
+
+def test_the_fast_blas_restart_does_nothing_unless_switched_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The CLI calls it for every command that may load mlx; only the switch restarts.
+    from jarvis import blas
+
+    def install() -> Path:
+        raise AssertionError("installed OpenBLAS without the switch")
+
+    monkeypatch.setattr(blas, "install", install)
+    monkeypatch.delenv("JARVIS_FAST_BLAS", raising=False)
+    assert blas.reexec_if_asked(["reply", "--help"]) is None
+    monkeypatch.setenv("JARVIS_FAST_BLAS", "0")
+    assert blas.reexec_if_asked(["reply", "--help"]) is None

@@ -60,10 +60,10 @@ class JarvisGroup(click.Group):
         OpenBLAS for a command that may load mlx (`blas.reexec_if_asked`: it must be
         preloaded at start)."""
         name, command, rest = super().resolve_command(ctx, args)
-        if os.environ.get("JARVIS_FAST_BLAS") == "1" and name not in self.WITHOUT_MLX:
+        if name not in self.WITHOUT_MLX:
             from jarvis.blas import reexec_if_asked
 
-            reexec_if_asked(sys.argv[1:])  # returns only when nothing is to be done
+            reexec_if_asked(sys.argv[1:])  # returns at once unless the switch asks for it
         return name, command, rest
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -430,12 +430,17 @@ def test_batched_tokens_fall_back_on_any_difference(tmp_path: Path) -> None:
 
     tok = make_tokenizer(tmp_path / "tok")
     contract = load_contract("reply@1")
-    for by_pieces in (True, False):
+    for skewed in ("pieces", "ascii words", "whole texts"):
         recipe = Recipe(contract="reply@1", inputs=["x"], tokenizer=str(tok))
         renderer = RowRenderer(contract, recipe)
-        assert renderer.segments is not None  # the ChatML tokenizer splits at its tokens
-        if by_pieces:
-            renderer.segments.batch = Skewed(renderer.fast).encode_batch
+        segments = renderer.segments
+        assert segments is not None  # the ChatML tokenizer splits at its tokens
+        assert segments.words is not None  # and its ASCII pieces go word by word
+        if skewed == "pieces":
+            segments.words, segments.batch = None, Skewed(renderer.fast).encode_batch
+        elif skewed == "ascii words":
+            exact = segments.words.encode
+            segments.words.encode = lambda text, exact=exact: [*exact(text), 0]  # type: ignore[method-assign]
         else:
             renderer.segments, renderer.fast = None, Skewed(renderer.fast)
         items = _rendered(renderer, _lines(EXAMPLES)[:40])

@@ -24,8 +24,44 @@ CORPUS = [
 ]
 
 
+# The split regexes of two vendor tokenizers (their `tokenizer.json`), for the `words` shape.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA_SPLIT = QWEN_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+WORDS = ("gpt2", "qwen", "llama", "digits")
+
+
+def _pre_tokenizer(words: str) -> tuple[object, object]:
+    """(normalizer, pre-tokenizer) in the shape of GPT-2 (and the tiny model), Qwen2.5,
+    Llama 3 or SmolLM2."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    if words == "gpt2":
+        return None, pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if words == "digits":
+        return None, pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False),
+            ]
+        )
+    split = pre_tokenizers.Split(
+        Regex(QWEN_SPLIT if words == "qwen" else LLAMA_SPLIT), behavior="isolated"
+    )
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    norm = normalizers.NFC() if words == "qwen" else None
+    return norm, pre_tokenizers.Sequence([split, byte_level])
+
+
 def make_tokenizer(
-    folder: Path, *, template: str = CHATML, bos: str | None = None, added: tuple[str, ...] = ()
+    folder: Path,
+    *,
+    template: str = CHATML,
+    bos: str | None = None,
+    added: tuple[str, ...] = (),
+    words: str = "gpt2",
 ) -> Path:
     """Write `tokenizer.json` and `tokenizer_config.json` into `folder` and return it.
 
@@ -34,13 +70,16 @@ def make_tokenizer(
         template: the chat template.
         bos: a BOS token string the tokenizer prepends when encoding (None: no BOS).
         added: added tokens not flagged special (as Qwen's `<tool_call>`, `<think>`).
+        words: how text is split into words: one of `WORDS`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     folder.mkdir(parents=True, exist_ok=True)
     special = SPECIAL + ([bos] if bos else [])
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    norm, tok.pre_tokenizer = _pre_tokenizer(words)
+    if norm is not None:
+        tok.normalizer = norm
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,

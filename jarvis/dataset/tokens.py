@@ -12,7 +12,8 @@ Two shortcuts, each proven for the tokenizer at hand before it is used, else not
   and pre-tokenizing, so a text's ids are the concatenation of its pieces' ids. Pieces
   repeat (the system prompt, the role headers, the user turn shared by the prompt and the
   row), so each distinct piece is encoded once, in one Rust batch. Used only when no added
-  token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`).
+  token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`). ASCII pieces
+  go word by word through `words.AsciiWords` where it is proven for the tokenizer.
 
 `RowRenderer.tokens_many` also compares its first rows with the one-by-one path and falls
 back for good on any difference.
@@ -153,6 +154,9 @@ class SegmentEncoder:
         self.split = re.compile("({})".format("|".join(map(re.escape, tokens)))).split
         self.cache: dict[str, list[int]] = {}
         self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
+        from jarvis.dataset.words import AsciiWords
+
+        self.words = AsciiWords.for_tokenizer(fast)  # ASCII pieces, word by word in Python
 
     @classmethod
     def for_tokenizer(cls, fast: Any) -> SegmentEncoder | None:
@@ -178,8 +182,15 @@ class SegmentEncoder:
         missing = {seg: None for parts in pieces for seg in parts[::2] if seg and seg not in cache}
         if missing:
             todo = list(missing)
-            for seg, enc in zip(todo, self.batch(todo, add_special_tokens=False), strict=True):
-                cache[seg] = enc.ids
+            if self.words is not None:
+                encode = self.words.encode
+                for seg in todo:
+                    if seg.isascii():
+                        cache[seg] = encode(seg)
+                todo = [seg for seg in todo if not seg.isascii()]
+            if todo:
+                for seg, enc in zip(todo, self.batch(todo, add_special_tokens=False), strict=True):
+                    cache[seg] = enc.ids
         added = self.added
         out: list[list[int]] = []
         for parts in pieces:

@@ -1,0 +1,236 @@
+"""ASCII text encoded word by word, as the fast tokenizer would, each distinct word once.
+
+The fast tokenizer encodes a text (between added tokens) in three steps: normalize, split
+into words (its pre-tokenizer), and run its model on each word. On ASCII text the common
+normalizers (NFC, NFKC, NFD, NFKD) change nothing, and the common pre-tokenizers are
+regexes whose Unicode classes (`\\p{L}`, `\\p{N}`, `\\s`) have plain ASCII equivalents. So
+Python's `re` can find the words, and each distinct word needs the tokenizer's own model
+once: a dictionary lookup instead of Rust's regex and `Encoding` per word (5x less per long
+text). Supported: `Split` (regex or string, isolated), `Digits`, `ByteLevel` (last), in a
+`Sequence`; anything else, or any difference on a probe text of every ASCII character in
+every neighbourhood, means no `AsciiWords` for that tokenizer. Other text keeps Rust's path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+# GPT-2's split, which `ByteLevel(use_regex=True)` applies (tokenizers' byte_level.rs).
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# Unicode White_Space within ASCII (\t \n \v \f \r and space): onig's `\s`. Python's `\s`
+# would add \x1c-\x1f, which are not White_Space.
+_SPACE = "\\t\\n\\x0b\\x0c\\r "
+_IN_CLASS = {"s": _SPACE, "d": "0-9", "p{L}": "A-Za-z", "p{N}": "0-9"}
+_LITERAL = {"r", "n", "t"}  # escapes with the same meaning in both engines
+_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}  # the identity on ASCII
+_WORDS_LIMIT = 1 << 17  # distinct words kept (Zipf: the frequent ones come back at once)
+
+
+def ascii_pattern(source: str) -> str | None:
+    """The Python `re` pattern that splits ASCII text as the onig pattern `source` does, or
+    None for a construct not translated here (the caller then keeps Rust's path)."""
+    out: list[str] = []
+    i, n, in_class = 0, len(source), False
+    while i < n:
+        c = source[i]
+        if c == "\\":
+            if i + 1 >= n:
+                return None
+            e = source[i + 1]
+            if e == "p":
+                m = re.match(r"p\{([LN])\}", source[i + 1 :])
+                if m is None:
+                    return None
+                key, i = f"p{{{m.group(1)}}}", i + 1 + m.end()
+            elif e in _IN_CLASS or e in _LITERAL or e == "S":
+                key, i = e, i + 2
+            elif not e.isalnum():
+                out.append("\\" + e)  # an escaped punctuation character: literal in both
+                i += 2
+                continue
+            else:
+                return None  # \w, \b, \x.., back-references: not needed by known tokenizers
+            if key in _LITERAL:
+                out.append("\\" + key)
+            elif key == "S":
+                if in_class:
+                    return None
+                out.append(f"[^{_SPACE}]")
+            else:
+                out.append(_IN_CLASS[key] if in_class else f"[{_IN_CLASS[key]}]")
+            continue
+        if in_class:
+            if c == "[" or source.startswith("&&", i):
+                return None  # nested classes and intersections
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            head = "[^" if source.startswith("[^", i) else "["
+            if source.startswith("]", i + len(head)):
+                return None
+            out.append(head)
+            in_class, i = True, i + len(head)
+            continue
+        if c == "(":
+            if source.startswith("(?", i):
+                group = re.match(r"\(\?(:|!|=|<=|<!|>|i:)", source[i:])
+                if group is None:
+                    return None  # named groups, global flags
+                out.append(group.group(0))
+                i += group.end()
+            else:
+                out.append("(?:")  # capturing groups would change what findall returns
+                i += 1
+            continue
+        if c in ".^$":
+            return None
+        out.append(c)
+        i += 1
+    return None if in_class else "".join(out)
+
+
+def _splitter(pattern: str) -> Callable[[str], list[str]]:
+    """`findall` for an isolated split: each match is a word, and so is each run of text
+    between matches (the second alternative), as tokenizers' `Split` keeps both."""
+    gap = f"(?:(?!(?:{pattern}))[\\x00-\\x7f])+"
+    return re.compile(f"(?:{pattern})|{gap}", re.ASCII).findall
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """ByteLevel's alphabet: printable bytes stand for themselves, the others are shifted."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    shifted = [b for b in range(256) if b not in keep]
+    table = {b: chr(b) for b in keep}
+    table.update({b: chr(256 + k) for k, b in enumerate(shifted)})
+    return table
+
+
+class AsciiWords:
+    """Encode ASCII text word by word through a fast tokenizer's own model."""
+
+    def __init__(self, model: Any, stages: list[Callable[[str], list[str]]], table: Any) -> None:
+        self.tokenize = model.tokenize
+        self.stages = stages
+        self.table = table  # ByteLevel's mapping for `str.translate`, or None
+        self.cache: dict[str, list[int]] = {}
+
+    @classmethod
+    def for_tokenizer(cls, fast: Any) -> AsciiWords | None:
+        """The encoder for `fast` (a `tokenizers.Tokenizer`), or None where its pipeline is
+        not one translated here or differs on the probe texts."""
+        try:
+            normalizer = fast.normalizer
+            pre = fast.pre_tokenizer
+            model = fast.model
+            decoder = fast.get_added_tokens_decoder()
+        except AttributeError:
+            return None
+        if fast.truncation or fast.padding or getattr(model, "dropout", None):
+            return None
+        # A normalized added token is matched inside the text, after the split at the others.
+        if any(t.normalized for t in decoder.values()):
+            return None
+        if normalizer is not None and not _identity_on_ascii(json.loads(normalizer.__getstate__())):
+            return None
+        if pre is None:
+            return None
+        built = _pipeline(json.loads(pre.__getstate__()))
+        if built is None:
+            return None
+        words = cls(model, *built)
+        return words if words.agrees_with(fast) else None
+
+    def encode(self, text: str) -> list[int]:
+        """`text`'s ids (ASCII, no added token in it), as `encode(text).ids` gives them."""
+        first, *rest = self.stages
+        found = first(text)
+        for stage in rest:
+            found = [w for piece in found for w in stage(piece)]
+        cache = self.cache
+        if len(cache) > _WORDS_LIMIT:
+            cache.clear()
+        ids: list[int] = []
+        for word in found:
+            got = cache.get(word)
+            if got is None:
+                mapped = word.translate(self.table) if self.table is not None else word
+                got = cache[word] = [t.id for t in self.tokenize(mapped)]
+            ids += got
+        return ids
+
+    def agrees_with(self, fast: Any) -> bool:
+        """Whether this encoder gives Rust's ids on every probe text."""
+        texts = _probes()
+        want = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
+        return [self.encode(t) for t in texts] == want
+
+
+def _identity_on_ascii(spec: dict[str, Any]) -> bool:
+    if spec.get("type") == "Sequence":
+        return all(_identity_on_ascii(s) for s in spec.get("normalizers", []))
+    return spec.get("type") in _NORMALIZERS
+
+
+def _pipeline(spec: dict[str, Any]) -> tuple[list[Callable[[str], list[str]]], Any] | None:
+    """(the split stages, ByteLevel's table or None) for a pre-tokenizer's JSON, or None."""
+    steps = spec.get("pretokenizers", []) if spec.get("type") == "Sequence" else [spec]
+    stages: list[Callable[[str], list[str]]] = []
+    table = None
+    for k, step in enumerate(steps):
+        kind = step.get("type")
+        pattern: str | None
+        if kind == "ByteLevel":
+            if step.get("add_prefix_space") or k != len(steps) - 1:
+                return None
+            table = str.maketrans({chr(b): u for b, u in _bytes_to_unicode().items() if b < 128})
+            if not step.get("use_regex", True):
+                continue
+            pattern = ascii_pattern(_GPT2)
+        elif kind == "Split":
+            if step.get("behavior") != "Isolated" or step.get("invert"):
+                return None
+            source = step.get("pattern", {})
+            if "Regex" in source:
+                pattern = ascii_pattern(source["Regex"])
+            elif "String" in source:
+                pattern = re.escape(source["String"]) if source["String"] else None
+            else:
+                pattern = None
+        elif kind == "Digits":
+            pattern = "[0-9]" if step.get("individual_digits") else "[0-9]+"
+        else:
+            return None
+        if pattern is None:
+            return None
+        stages.append(_splitter(pattern))
+    return (stages, table) if stages else None
+
+
+def _probes() -> list[str]:
+    """Texts that put every ASCII character beside letters, digits, spaces, newlines,
+    apostrophes and itself, at the start and end of a text, plus runs of each class."""
+    texts = []
+    for code in range(128):
+        c = chr(code)
+        texts += [
+            f"{c}a{c}b {c} {c}{c}1{c}23 4567{c}'s{c}'LL x{c}\n{c}\r\n  {c}  \t{c}",
+            f"{c}",
+            f" {c}",
+            f"{c}  ",
+            f"ab{c}{c}{c}  \n",
+        ]
+    texts += [
+        "I'm here, you're there; it's 12:30 and they've 4,500 Items!!\n\nOK?  \n  \n\tEnd. ",
+        "'S 'T 'RE 'VE 'M 'LL 'D 's't're've'm'll'd don't DON'T",
+        "a  b   c    \n\n\n   d\r\r\n \t \n x  ",
+        "123456789 1 12 123 1234 a1b22c333 -1.5e10 0x1F",
+        "def f(a, b):\n    return a + b  # sum\n\n\n### Usage\n",
+        "",
+    ]
+    return texts

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jarvis.chat import apply_chat_template, load_tokenizer
-from jarvis.dataset.tokens import ChatSkeleton, SegmentEncoder
+from jarvis.dataset.tokens import ChatSkeleton, DirectTemplate, SegmentEncoder
 from tokenizer_fixture import CHATML, make_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
@@ -119,3 +119,44 @@ def test_a_token_that_strips_its_neighbours_disables_pieces(tmp_path: Path) -> N
     assert SegmentEncoder.for_tokenizer(tok) is not None
     tok.add_special_tokens([AddedToken("<mask>", lstrip=True)])
     assert SegmentEncoder.for_tokenizer(tok) is None
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama-3.1-instruct", "qwen2.5-instruct"])
+@settings(max_examples=25, deadline=None)
+@given(contents=st.tuples(TEXT, TEXT, TEXT), generation=st.booleans())
+def test_the_direct_render_is_apply_chat_templates(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    contents: tuple[str, ...],
+    generation: bool,
+) -> None:
+    tok = _vendor(tmp_path_factory, name)
+    direct = DirectTemplate.probe(tok, thinking=False)
+    assert direct is not None
+    for roles in (ROLES, ROLES[:2], ROLES[1:]):
+        messages = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=False)]
+        assert direct.render(messages, generation) == apply_chat_template(
+            tok, messages, add_generation_prompt=generation, enable_thinking=False
+        )
+
+
+_VENDOR: dict[str, object] = {}
+
+
+def _vendor(factory: pytest.TempPathFactory, name: str) -> object:
+    if name not in _VENDOR:  # one tokenizer per template for all examples
+        template = (FIXTURES / f"{name}.jinja").read_text()
+        _VENDOR[name] = _with_template(factory.mktemp("tok"), template)
+    return _VENDOR[name]
+
+
+def test_a_template_that_refuses_a_probe_gets_no_direct_render(tmp_path: Path) -> None:
+    # Gemma's templates refuse a system role; such a tokenizer keeps apply_chat_template.
+    refuses = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
+    )
+    assert DirectTemplate.probe(_with_template(tmp_path / "a", CHATML), thinking=False)
+    assert (
+        DirectTemplate.probe(_with_template(tmp_path / "b", refuses + CHATML), thinking=False)
+        is None
+    )

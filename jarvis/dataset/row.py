@@ -15,7 +15,7 @@ from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record, json_native
 
 if TYPE_CHECKING:
-    from jarvis.dataset.tokens import ChatSkeleton, SegmentEncoder
+    from jarvis.dataset.tokens import ChatSkeleton, DirectTemplate, SegmentEncoder
 
 
 class RowRenderer:
@@ -52,6 +52,8 @@ class RowRenderer:
         self.verified = False
         self.skeletons: dict[tuple[tuple[str, ...], bool], ChatSkeleton | None] = {}
         self.segments: SegmentEncoder | None = None
+        self.direct: DirectTemplate | None = None
+        self.direct_probed = False
         if self.batched:
             from jarvis.dataset.tokens import SegmentEncoder
 
@@ -160,6 +162,15 @@ class RowRenderer:
             )
         if skeleton is not None:
             return skeleton.render([m["content"] for m in messages])
+        if not self.direct_probed:
+            from jarvis.dataset.tokens import DirectTemplate
+
+            self.direct, self.direct_probed = (
+                DirectTemplate.probe(self.tokenizer, self.thinking),
+                True,
+            )
+        if self.direct is not None:
+            return self.direct.render(messages, generation)
         from jarvis.chat import apply_chat_template
 
         return str(

@@ -143,6 +143,68 @@ def _traced_render(
     return None if _Traced.touched else str(text)
 
 
+class DirectTemplate:
+    """The tokenizer's compiled chat template, rendered without `apply_chat_template`'s
+    per-call conversions (normalizing, copying and aliasing the messages and arguments:
+    half of a render's time), which leave plain `{"role", "content"}` strings as they are.
+
+    For templates without a skeleton (they read content), proven equal to
+    `apply_chat_template` on probe conversations before it is used.
+    """
+
+    def __init__(self, template: Any, kwargs: dict[str, Any]) -> None:
+        self.template = template
+        self.kwargs = kwargs
+
+    def render(self, messages: list[dict[str, str]], generation: bool) -> str:
+        """The template's text for `messages`, as `apply_chat_template` renders it."""
+        return str(
+            self.template.render(
+                messages=messages, tools=None, documents=None, add_generation_prompt=generation,
+                **self.kwargs,
+            )
+        )  # fmt: skip
+
+    @classmethod
+    def probe(cls, tokenizer: Any, thinking: bool) -> DirectTemplate | None:
+        """The direct render for `tokenizer`, or None where it differs on a probe."""
+        from jarvis.chat import apply_chat_template
+
+        try:
+            from transformers.utils.chat_template_utils import (
+                _compile_jinja_template,
+                _plain_template_data,
+            )
+
+            template = _compile_jinja_template(tokenizer.get_chat_template())
+            kwargs = _plain_template_data(
+                {**tokenizer.special_tokens_map, "enable_thinking": thinking}
+            )
+            direct = cls(template, kwargs)
+            for roles, contents in _CONVERSATIONS:
+                messages = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
+                for generation in (False, True):
+                    want = apply_chat_template(
+                        tokenizer, messages, add_generation_prompt=generation,
+                        enable_thinking=thinking,
+                    )  # fmt: skip
+                    if direct.render(messages, generation) != str(want):
+                        return None
+        except Exception:  # any failure here only means: no shortcut
+            return None
+        return direct
+
+
+# Conversations of every role sequence a contract renders, with contents a template may
+# read: empty, reasoning markers, edge spaces, newlines, quotes.
+_CONVERSATIONS = [
+    (("system", "user", "assistant"), ("S", " u\n'x' ", "<think>\nr\n</think>\n\na")),
+    (("system", "user"), ("", "</think>u")),
+    (("user", "assistant"), ("u ", " a")),
+    (("user",), ("<tool_response>u\n",)),
+]
+
+
 class SegmentEncoder:
     """Encode texts through a fast tokenizer piece by piece between added tokens, each
     distinct piece once."""

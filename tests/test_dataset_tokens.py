@@ -160,3 +160,20 @@ def test_a_template_that_refuses_a_probe_gets_no_direct_render(tmp_path: Path) -
         DirectTemplate.probe(_with_template(tmp_path / "b", refuses + CHATML), thinking=False)
         is None
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tokens=st.lists(st.text("<|>ab/", min_size=1, max_size=5), min_size=1, max_size=8, unique=True),
+    text=st.text("<|>ab/x", max_size=30),
+)
+def test_the_token_trie_takes_the_longest_token_as_an_alternation_would(
+    tokens: list[str], text: str
+) -> None:
+    import re
+
+    from jarvis.dataset.tokens import _trie
+
+    longest_first = sorted(tokens, key=lambda t: (-len(t), t))
+    plain = re.compile("({})".format("|".join(map(re.escape, longest_first))))
+    assert re.compile(f"({_trie(sorted(tokens))})").split(text) == plain.split(text)

@@ -205,15 +205,31 @@ _CONVERSATIONS = [
 ]
 
 
+def _trie(tokens: list[str]) -> str:
+    """A regex matching the longest of `tokens` (sorted, non-empty) at a position."""
+    heads: dict[str, list[str]] = {}
+    for token in tokens:
+        heads.setdefault(token[0], []).append(token[1:])
+    branches = []
+    for head, tails in heads.items():
+        rest = [t for t in tails if t]
+        if not rest:
+            branches.append(re.escape(head))
+        else:  # a longer token first; the greedy `?` ends here only when none follows
+            inner = _trie(rest)
+            branches.append(re.escape(head) + (f"(?:{inner})?" if "" in tails else f"(?:{inner})"))
+    return "|".join(branches)
+
+
 class SegmentEncoder:
     """Encode texts through a fast tokenizer piece by piece between added tokens, each
     distinct piece once."""
 
     def __init__(self, fast: Any, added: dict[str, int]) -> None:
         self.added = added
-        # Longest first: at one position the regex takes the longest token, as tokenizers does.
-        tokens = sorted(added, key=lambda t: (-len(t), t))
-        self.split = re.compile("({})".format("|".join(map(re.escape, tokens)))).split
+        # As a trie: at one position the regex takes the longest token, as tokenizers does,
+        # and tries one branch per character (Llama 3's 256 tokens share their first two).
+        self.split = re.compile(f"({_trie(sorted(added))})").split
         self.cache: dict[str, list[int]] = {}
         self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
         from jarvis.dataset.words import AsciiWords

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -177,3 +178,35 @@ def test_the_token_trie_takes_the_longest_token_as_an_alternation_would(
     longest_first = sorted(tokens, key=lambda t: (-len(t), t))
     plain = re.compile("({})".format("|".join(map(re.escape, longest_first))))
     assert re.compile(f"({_trie(sorted(tokens))})").split(text) == plain.split(text)
+
+
+def _outcome(template: Any) -> str:
+    try:
+        return "rendered " + template.render(messages=[{"role": "user", "content": "x"}])
+    except Exception as exc:  # the sandbox's refusals, compared by type and message
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.mark.parametrize(
+    "use, renders",
+    [
+        ("{{ messages.append(1) }}", False),  # refused: mutates a list
+        ("{{ messages[0].pop('role') }}", False),
+        ("{{ messages[0].content.__class__() }}", False),  # a private attribute
+        ("{{ messages[0].content.__class__ }}", True),  # the same, printed as undefined
+        ("{{ messages[0].content.format_map({}) }}", True),  # the sandbox's own formatter
+        ("{{ messages[0].content.upper() }}", True),
+    ],
+)
+def test_the_cached_sandbox_check_refuses_what_the_sandbox_refuses(use: str, renders: bool) -> None:
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from jarvis.dataset.tokens import _cached_safety
+
+    source = "{{ messages[0].content.upper() }}" + use  # the check cached before `use`
+    plain = _compile_jinja_template(source)
+    cached = _cached_safety(plain, source)
+    assert cached is not plain
+    want = _outcome(plain)
+    assert _outcome(cached) == _outcome(cached) == want
+    assert want.startswith("rendered") == renders

@@ -176,7 +176,8 @@ class DirectTemplate:
                 _plain_template_data,
             )
 
-            template = _compile_jinja_template(tokenizer.get_chat_template())
+            source = tokenizer.get_chat_template()
+            template = _cached_safety(_compile_jinja_template(source), source)
             kwargs = _plain_template_data(
                 {**tokenizer.special_tokens_map, "enable_thinking": thinking}
             )
@@ -193,6 +194,32 @@ class DirectTemplate:
         except Exception:  # any failure here only means: no shortcut
             return None
         return direct
+
+
+def _cached_safety(template: Any, source: str) -> Any:
+    """`template` compiled again in an overlay of its environment whose sandbox check of an
+    attribute is looked up once per (type, name): in jinja's immutable sandbox that check is
+    a function of those two alone (type tests and the name), and a template that calls
+    string methods on every message ran it (isinstance against ABCs) per call, half of its
+    render. Any other environment keeps its own check."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = template.environment
+    if type(env).is_safe_attribute is not ImmutableSandboxedEnvironment.is_safe_attribute:
+        return template
+    overlay = env.overlay()
+    check = overlay.is_safe_attribute
+    known: dict[tuple[type, str], bool] = {}
+
+    def is_safe_attribute(obj: Any, attr: str, value: Any) -> bool:
+        key = (type(obj), attr)
+        safe = known.get(key)
+        if safe is None:
+            safe = known[key] = check(obj, attr, value)
+        return safe
+
+    overlay.is_safe_attribute = is_safe_attribute
+    return overlay.from_string(source)
 
 
 # Conversations of every role sequence a contract renders, with contents a template may

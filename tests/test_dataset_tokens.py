@@ -182,7 +182,9 @@ def test_the_token_trie_takes_the_longest_token_as_an_alternation_would(
 
 def _outcome(template: Any) -> str:
     try:
-        return "rendered " + template.render(messages=[{"role": "user", "content": "x"}])
+        # A key named as a dict method: `message.get` is still the method.
+        message = {"role": "user", "content": "x", "get": "G"}
+        return "rendered " + template.render(messages=[message])
     except Exception as exc:  # the sandbox's refusals, compared by type and message
         return f"{type(exc).__name__}: {exc}"
 
@@ -196,16 +198,20 @@ def _outcome(template: Any) -> str:
         ("{{ messages[0].content.__class__ }}", True),  # the same, printed as undefined
         ("{{ messages[0].content.format_map({}) }}", True),  # the sandbox's own formatter
         ("{{ messages[0].content.upper() }}", True),
+        ("{{ messages[0].role }}{{ messages[0].missing }}", True),  # an item; undefined
+        ("{{ messages[0].missing.deeper }}", False),
+        ("{{ messages[0].items() | list }}{{ messages[0].get('role') }}", True),  # dict's own names
+        ("{{ messages[0].content.missing }}", True),
     ],
 )
-def test_the_cached_sandbox_check_refuses_what_the_sandbox_refuses(use: str, renders: bool) -> None:
+def test_the_fast_sandbox_does_what_the_sandbox_does(use: str, renders: bool) -> None:
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
-    from jarvis.dataset.tokens import _cached_safety
+    from jarvis.dataset.tokens import _fast_sandbox
 
     source = "{{ messages[0].content.upper() }}" + use  # the check cached before `use`
     plain = _compile_jinja_template(source)
-    cached = _cached_safety(plain, source)
+    cached = _fast_sandbox(plain, source)
     assert cached is not plain
     want = _outcome(plain)
     assert _outcome(cached) == _outcome(cached) == want

@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jarvis.dataset.tokens import SegmentEncoder
-from jarvis.dataset.words import AsciiWords, _splitter, ascii_pattern
+from jarvis.dataset.words import ASCII, LATIN, AsciiWords, _splitter, ascii_pattern
 from tokenizer_fixture import QWEN_SPLIT, WORDS, make_tokenizer
 
 
@@ -23,6 +23,16 @@ def _fast(folder: Path) -> Any:
 @pytest.fixture(scope="module", params=WORDS)
 def fast(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return _fast(make_tokenizer(tmp_path_factory.mktemp("tok"), words=request.param))
+
+
+_BUILT: dict[int, AsciiWords | None] = {}
+
+
+def _words(fast: Any) -> AsciiWords | None:
+    """One encoder per tokenizer for all examples (each probes 2,000 texts)."""
+    if id(fast) not in _BUILT:
+        _BUILT[id(fast)] = AsciiWords.for_tokenizer(fast)
+    return _BUILT[id(fast)]
 
 
 # Runs of each class that the split regexes treat apart: spaces before letters, newlines,
@@ -43,26 +53,35 @@ EDGES = [
     "\x1c",
     "\x0b",
 ]
-ASCII = st.lists(
-    st.one_of(st.text(st.characters(max_codepoint=127), max_size=12), st.sampled_from(EDGES)),
+# Latin text: Latin-1, Latin Extended-A, general punctuation and currency signs.
+LATIN_CHARS = st.characters(max_codepoint=0x20BF).filter(lambda c: LATIN.outside()(c) is None)
+LATIN_EDGES = ["\u00a0", "’", "é", "²", "½", "ſ", "\u2009", "€", "“"]
+PLAIN = st.lists(
+    st.one_of(
+        st.text(st.characters(max_codepoint=127), max_size=12),
+        st.text(LATIN_CHARS, max_size=6),
+        st.sampled_from(EDGES + LATIN_EDGES),
+    ),
     max_size=14,
 ).map("".join)
 
 
 @settings(max_examples=150, deadline=None)
-@given(text=ASCII)
+@given(text=PLAIN)
 @example(text="a\x1c b\x1f \x0bc  \x0c\n d")
 @example(text="x   \n\n  y it's 12345 'LL!!\n")
-def test_ascii_words_give_rusts_ids(fast: Any, text: str) -> None:
-    words = AsciiWords.for_tokenizer(fast)
-    assert words is not None
+@example(text="Caf\u00e9 \u00a0\u00a0x it\u2019s \u00bd\u00b2 'ſ \u2003\u2003y")
+def test_words_give_rusts_ids(fast: Any, text: str) -> None:
+    words = _words(fast)
+    assert words is not None and words.chars is LATIN  # NFC or no normalizer: Latin too
+    assert words.takes(text)
     assert words.encode(text) == fast.encode(text, add_special_tokens=False).ids
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     parts=st.lists(
-        st.one_of(ASCII, st.sampled_from(["<|im_start|>", "<|im_end|>", "ça va", "🎉", "我们"])),
+        st.one_of(PLAIN, st.sampled_from(["<|im_start|>", "<|im_end|>", "ça va", "🎉", "我们"])),
         max_size=8,
     )
 )
@@ -110,6 +129,16 @@ def _changed(tmp_path: Path, change: str) -> Any:
 def test_a_pipeline_not_translated_gets_none(tmp_path: Path, change: str) -> None:
     assert AsciiWords.for_tokenizer(_fast(make_tokenizer(tmp_path / "ok", words="qwen")))
     assert AsciiWords.for_tokenizer(_changed(tmp_path, change)) is None
+
+
+def test_a_normalizer_that_changes_latin_text_keeps_words_to_ascii(tmp_path: Path) -> None:
+    from tokenizers import normalizers
+
+    tok = _fast(make_tokenizer(tmp_path / "tok", words="qwen"))
+    tok.normalizer = normalizers.NFKC()  # "²" -> "2", a no-break space -> " "
+    words = AsciiWords.for_tokenizer(tok)
+    assert words is not None and words.chars is ASCII
+    assert words.takes("x2 y") and not words.takes("x² y")
 
 
 def test_the_probe_catches_a_split_that_differs(tmp_path: Path) -> None:

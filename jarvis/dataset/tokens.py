@@ -305,11 +305,14 @@ class SegmentEncoder:
         if missing:
             todo = list(missing)
             if self.words is not None:
-                encode = self.words.encode
+                words = self.words
+                rust = []
                 for seg in todo:
-                    if seg.isascii():
-                        cache[seg] = encode(seg)
-                todo = [seg for seg in todo if not seg.isascii()]
+                    if words.takes(seg):
+                        cache[seg] = words.encode(seg)
+                    else:
+                        rust.append(seg)
+                todo = rust
             if todo:
                 for seg, enc in zip(todo, self.batch(todo, add_special_tokens=False), strict=True):
                     cache[seg] = enc.ids

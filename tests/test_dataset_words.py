@@ -10,7 +10,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jarvis.dataset.tokens import SegmentEncoder
-from jarvis.dataset.words import ASCII, LATIN, AsciiWords, _splitter, ascii_pattern
+from jarvis.dataset.words import ASCII, LATIN, Words, _splitter, split_pattern
 from tokenizer_fixture import QWEN_SPLIT, WORDS, make_tokenizer
 
 
@@ -25,13 +25,13 @@ def fast(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     return _fast(make_tokenizer(tmp_path_factory.mktemp("tok"), words=request.param))
 
 
-_BUILT: dict[int, AsciiWords | None] = {}
+_BUILT: dict[int, Words | None] = {}
 
 
-def _words(fast: Any) -> AsciiWords | None:
+def _words(fast: Any) -> Words | None:
     """One encoder per tokenizer for all examples (each probes 2,000 texts)."""
     if id(fast) not in _BUILT:
-        _BUILT[id(fast)] = AsciiWords.for_tokenizer(fast)
+        _BUILT[id(fast)] = Words.for_tokenizer(fast)
     return _BUILT[id(fast)]
 
 
@@ -127,8 +127,8 @@ def _changed(tmp_path: Path, change: str) -> Any:
     ],
 )
 def test_a_pipeline_not_translated_gets_none(tmp_path: Path, change: str) -> None:
-    assert AsciiWords.for_tokenizer(_fast(make_tokenizer(tmp_path / "ok", words="qwen")))
-    assert AsciiWords.for_tokenizer(_changed(tmp_path, change)) is None
+    assert Words.for_tokenizer(_fast(make_tokenizer(tmp_path / "ok", words="qwen")))
+    assert Words.for_tokenizer(_changed(tmp_path, change)) is None
 
 
 def test_a_normalizer_that_changes_latin_text_keeps_words_to_ascii(tmp_path: Path) -> None:
@@ -136,20 +136,20 @@ def test_a_normalizer_that_changes_latin_text_keeps_words_to_ascii(tmp_path: Pat
 
     tok = _fast(make_tokenizer(tmp_path / "tok", words="qwen"))
     tok.normalizer = normalizers.NFKC()  # "²" -> "2", a no-break space -> " "
-    words = AsciiWords.for_tokenizer(tok)
+    words = Words.for_tokenizer(tok)
     assert words is not None and words.chars is ASCII
     assert words.takes("x2 y") and not words.takes("x² y")
 
 
 def test_the_probe_catches_a_split_that_differs(tmp_path: Path) -> None:
     tok = _fast(make_tokenizer(tmp_path / "tok", words="qwen"))
-    right = AsciiWords.for_tokenizer(tok)
+    right = Words.for_tokenizer(tok)
     assert right is not None
     # A class table that forgot one space (\x0b, vertical tab) is right on ordinary text.
-    pattern = ascii_pattern(QWEN_SPLIT)
+    pattern = split_pattern(QWEN_SPLIT)
     assert pattern is not None
     loose = pattern.replace("\\x0b", "")
-    wrong = AsciiWords(tok.model, [_splitter(loose)], right.table)
+    wrong = Words(tok.model, [_splitter(loose)], right.table)
     assert wrong.encode("a b") == right.encode("a b")  # the same on ordinary text
     assert not wrong.agrees_with(tok)
 
@@ -166,8 +166,8 @@ def test_the_probe_catches_a_split_that_differs(tmp_path: Path) -> None:
         (r"(?i:'s|'t)|(a)\.", "(?i:'s|'t)|(?:a)\\."),
     ],
 )
-def test_ascii_pattern_translates_unicode_classes(source: str, want: str) -> None:
-    assert ascii_pattern(source) == want
+def test_split_pattern_translates_unicode_classes(source: str, want: str) -> None:
+    assert split_pattern(source) == want
 
 
 @pytest.mark.parametrize(
@@ -175,5 +175,5 @@ def test_ascii_pattern_translates_unicode_classes(source: str, want: str) -> Non
     [r"\w+", r"a.b", r"\p{Lu}", r"(?i)a", r"[[:alpha:]]", r"(?<n>a)", r"^a", r"[a&&b]", "a\\",
      r"[a", r"[\S]", r"\x41"],
 )  # fmt: skip
-def test_ascii_pattern_refuses_what_it_does_not_translate(source: str) -> None:
-    assert ascii_pattern(source) is None
+def test_split_pattern_refuses_what_it_does_not_translate(source: str) -> None:
+    assert split_pattern(source) is None

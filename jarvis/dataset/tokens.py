@@ -13,7 +13,7 @@ Two shortcuts, each proven for the tokenizer at hand before it is used, else not
   repeat (the system prompt, the role headers, the user turn shared by the prompt and the
   row), so each distinct piece is encoded once, in one Rust batch. Used only when no added
   token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`). ASCII pieces
-  go word by word through `words.AsciiWords` where it is proven for the tokenizer.
+  go word by word through `words.Words` where it is proven for the tokenizer.
 
 `RowRenderer.tokens_many` also compares its first rows with the one-by-one path and falls
 back for good on any difference.
@@ -276,9 +276,9 @@ class SegmentEncoder:
         self.split = re.compile(f"({_trie(sorted(added))})").split
         self.cache: dict[str, list[int]] = {}
         self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
-        from jarvis.dataset.words import AsciiWords
+        from jarvis.dataset.words import Words
 
-        self.words = AsciiWords.for_tokenizer(fast)  # ASCII pieces, word by word in Python
+        self.words = Words.for_tokenizer(fast)  # ASCII pieces, word by word in Python
 
     @classmethod
     def for_tokenizer(cls, fast: Any) -> SegmentEncoder | None:

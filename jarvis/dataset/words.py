@@ -11,7 +11,7 @@ Extended-A, general punctuation and currency signs, whose classes and NFC forms 
 decades old, without combining marks (so NFC has nothing to compose). Supported: `Split`
 (regex or string, isolated), `Digits`, `ByteLevel` (last), in a `Sequence`; anything else,
 or any difference on probe texts that put every covered character in every neighbourhood,
-means no `AsciiWords` (or one for ASCII alone). Other text keeps Rust's path.
+means no `Words` (or one for ASCII alone). Other text keeps Rust's path.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ ASCII = Chars(
 LATIN = _latin()
 
 
-def ascii_pattern(source: str, chars: Chars = ASCII) -> str | None:
+def split_pattern(source: str, chars: Chars = ASCII) -> str | None:
     """The Python `re` pattern that splits text of `chars` as the onig pattern `source`
     does, or None for a construct not translated here (the caller then keeps Rust's path)."""
     classes = chars.classes
@@ -175,7 +175,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return table
 
 
-class AsciiWords:
+class Words:
     """Encode plain text word by word through a fast tokenizer's own model."""
 
     def __init__(
@@ -197,7 +197,7 @@ class AsciiWords:
         return text.isascii() or (self.chars is not ASCII and self._outside(text) is None)
 
     @classmethod
-    def for_tokenizer(cls, fast: Any) -> AsciiWords | None:
+    def for_tokenizer(cls, fast: Any) -> Words | None:
         """The encoder for `fast` (a `tokenizers.Tokenizer`): for Latin text where its
         normalizer is NFC or none, else for ASCII; None where its pipeline is not one
         translated here or differs on the probe texts."""
@@ -281,13 +281,13 @@ def _pipeline(
             table = _bytes_to_unicode()
             if not step.get("use_regex", True):
                 continue
-            pattern = ascii_pattern(_GPT2, chars)
+            pattern = split_pattern(_GPT2, chars)
         elif kind == "Split":
             if step.get("behavior") != "Isolated" or step.get("invert"):
                 return None
             source = step.get("pattern", {})
             if "Regex" in source:
-                pattern = ascii_pattern(source["Regex"], chars)
+                pattern = split_pattern(source["Regex"], chars)
             elif "String" in source:
                 pattern = re.escape(source["String"]) if source["String"] else None
             else:

@@ -216,3 +216,13 @@ def test_the_fast_sandbox_does_what_the_sandbox_does(use: str, renders: bool) ->
     want = _outcome(plain)
     assert _outcome(cached) == _outcome(cached) == want
     assert want.startswith("rendered") == renders
+
+
+def test_a_long_added_token_is_one_literal_in_the_trie() -> None:
+    import re
+
+    from jarvis.dataset.tokens import _trie
+
+    long = "<|" + "x" * 5000 + "|>"  # one nested group per character would not compile
+    pattern = re.compile(f"({_trie(sorted([long, '<|y|>', '<|']))})")
+    assert pattern.split(f"a{long}b<|y|><|z") == ["a", long, "b", "<|y|>", "", "<|", "z"]

@@ -118,7 +118,7 @@ class RowRenderer:
     ) -> list[tuple[list[int], list[int]]]:
         """`tokens` for many rows at once: each rendered to text (through the template's
         skeleton where one is proven, `tokens.ChatSkeleton`), then each distinct piece between
-        added tokens encoded once (`SegmentEncoder`): ASCII pieces word by word where that is
+        added tokens encoded once (`SegmentEncoder`): plain pieces word by word where that is
         proven (`words.Words`), the others in one call of the fast tokenizer (Rust).
 
         Exact: the first batch is compared with `tokens` one row at a time; on any

@@ -1,6 +1,6 @@
 """Token counts for many rows at once, exactly as mlx-lm would compute them one by one.
 
-Two shortcuts, each proven for the tokenizer at hand before it is used, else not taken:
+Shortcuts, each proven for the tokenizer at hand before it is used, else not taken:
 
 - `ChatSkeleton`: the chat template's text around each message's content, found by rendering
   the template once with marker contents. It stands in for a render per row only when the
@@ -12,8 +12,10 @@ Two shortcuts, each proven for the tokenizer at hand before it is used, else not
   and pre-tokenizing, so a text's ids are the concatenation of its pieces' ids. Pieces
   repeat (the system prompt, the role headers, the user turn shared by the prompt and the
   row), so each distinct piece is encoded once, in one Rust batch. Used only when no added
-  token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`). ASCII pieces
-  go word by word through `words.Words` where it is proven for the tokenizer.
+  token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`). ASCII and
+  Latin pieces go word by word through `words.Words` where it is proven for the tokenizer.
+- `DirectTemplate`: a template that reads content (no skeleton) renders each row through
+  its compiled template directly, proven equal to `apply_chat_template` on probes.
 
 `RowRenderer.tokens_many` also compares its first rows with the one-by-one path and falls
 back for good on any difference.
@@ -21,6 +23,7 @@ back for good on any difference.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -250,7 +253,8 @@ _CONVERSATIONS = [
 
 
 def _trie(tokens: list[str]) -> str:
-    """A regex matching the longest of `tokens` (sorted, non-empty) at a position."""
+    """A regex matching the longest of `tokens` (sorted, non-empty) at a position; a run
+    that all of a branch's tokens share is one literal, so nesting follows branch points."""
     heads: dict[str, list[str]] = {}
     for token in tokens:
         heads.setdefault(token[0], []).append(token[1:])
@@ -259,9 +263,15 @@ def _trie(tokens: list[str]) -> str:
         rest = [t for t in tails if t]
         if not rest:
             branches.append(re.escape(head))
-        else:  # a longer token first; the greedy `?` ends here only when none follows
-            inner = _trie(rest)
-            branches.append(re.escape(head) + (f"(?:{inner})?" if "" in tails else f"(?:{inner})"))
+        elif len(rest) == 1 and "" not in tails:  # one token left: a literal
+            branches.append(re.escape(head + rest[0]))
+        elif "" in tails:  # a longer token first; the greedy `?` ends here only when none follows
+            branches.append(f"{re.escape(head)}(?:{_trie(rest)})?")
+        else:
+            shared = os.path.commonprefix(rest)
+            shared = shared[:-1] if shared in rest else shared  # a token ending there stays
+            inner = _trie([t[len(shared) :] for t in rest])
+            branches.append(f"{re.escape(head + shared)}(?:{inner})")
     return "|".join(branches)
 
 
@@ -278,7 +288,7 @@ class SegmentEncoder:
         self.batch = getattr(fast, "encode_batch_fast", None) or fast.encode_batch
         from jarvis.dataset.words import Words
 
-        self.words = Words.for_tokenizer(fast)  # ASCII pieces, word by word in Python
+        self.words = Words.for_tokenizer(fast)  # ASCII and Latin pieces, word by word
 
     @classmethod
     def for_tokenizer(cls, fast: Any) -> SegmentEncoder | None:

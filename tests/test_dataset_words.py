@@ -111,6 +111,13 @@ def _changed(tmp_path: Path, change: str) -> Any:
         tok.add_tokens([AddedToken("<tool_call>", normalized=True)])
     elif change == "truncation":
         tok.enable_truncation(8)
+    elif change == "a custom pre-tokenizer (Python; it cannot be serialized)":
+
+        class Whole:
+            def pre_tokenize(self, pretok: Any) -> None:
+                pass
+
+        tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(Whole())
     return tok
 
 
@@ -124,6 +131,7 @@ def _changed(tmp_path: Path, change: str) -> Any:
         "a regex with a class not translated",
         "an added token matched after normalizing",
         "truncation",
+        "a custom pre-tokenizer (Python; it cannot be serialized)",
     ],
 )
 def test_a_pipeline_not_translated_gets_none(tmp_path: Path, change: str) -> None:

@@ -202,15 +202,17 @@ class Words:
         normalizer is NFC or none, else for ASCII; None where its pipeline is not one
         translated here or differs on the probe texts."""
         try:
-            normalizer = fast.normalizer
-            pre = fast.pre_tokenizer
-            model = fast.model
-            decoder = fast.get_added_tokens_decoder()
-        except AttributeError:
+            return cls._for_tokenizer(fast)
+        except Exception:  # a custom (Python) component, say: any failure means no shortcut
             return None
+
+    @classmethod
+    def _for_tokenizer(cls, fast: Any) -> Words | None:
+        normalizer, pre, model = fast.normalizer, fast.pre_tokenizer, fast.model
         if fast.truncation or fast.padding or getattr(model, "dropout", None):
             return None
         # A normalized added token is matched inside the text, after the split at the others.
+        decoder = fast.get_added_tokens_decoder()
         if any(t.normalized for t in decoder.values()) or pre is None:
             return None
         spec = json.loads(normalizer.__getstate__()) if normalizer is not None else None

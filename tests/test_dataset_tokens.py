@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jarvis.chat import apply_chat_template, load_tokenizer
-from jarvis.dataset.tokens import ChatSkeleton, DirectTemplate, SegmentEncoder
+from jarvis.dataset.tokens import ChatSkeleton, CompiledChatTemplate, SegmentEncoder
 from tokenizer_fixture import CHATML, make_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "templates"
@@ -132,7 +132,7 @@ def test_the_direct_render_is_apply_chat_templates(
     generation: bool,
 ) -> None:
     tok = _vendor(tmp_path_factory, name)
-    direct = DirectTemplate.probe(tok, thinking=False)
+    direct = CompiledChatTemplate.probe(tok, thinking=False)
     assert direct is not None
     for roles in (ROLES, ROLES[:2], ROLES[1:]):
         messages = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=False)]
@@ -156,9 +156,9 @@ def test_a_template_that_refuses_a_probe_gets_no_direct_render(tmp_path: Path) -
     refuses = (
         "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system') }}{% endif %}"
     )
-    assert DirectTemplate.probe(_with_template(tmp_path / "a", CHATML), thinking=False)
+    assert CompiledChatTemplate.probe(_with_template(tmp_path / "a", CHATML), thinking=False)
     assert (
-        DirectTemplate.probe(_with_template(tmp_path / "b", refuses + CHATML), thinking=False)
+        CompiledChatTemplate.probe(_with_template(tmp_path / "b", refuses + CHATML), thinking=False)
         is None
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -15,7 +16,7 @@ from jarvis.render import SpecialTokenPolicy
 from jarvis.schemas import Record, json_native
 
 if TYPE_CHECKING:
-    from jarvis.dataset.tokens import ChatSkeleton, DirectTemplate, SegmentEncoder
+    from jarvis.dataset.tokens import ChatSkeleton, CompiledChatTemplate, SegmentEncoder
 
 
 class RowRenderer:
@@ -52,8 +53,6 @@ class RowRenderer:
         self.verified = False
         self.skeletons: dict[tuple[tuple[str, ...], bool], ChatSkeleton | None] = {}
         self.segments: SegmentEncoder | None = None
-        self.direct: DirectTemplate | None = None
-        self.direct_probed = False
         if self.batched:
             from jarvis.dataset.tokens import SegmentEncoder
 
@@ -162,15 +161,8 @@ class RowRenderer:
             )
         if skeleton is not None:
             return skeleton.render([m["content"] for m in messages])
-        if not self.direct_probed:
-            from jarvis.dataset.tokens import DirectTemplate
-
-            self.direct, self.direct_probed = (
-                DirectTemplate.probe(self.tokenizer, self.thinking),
-                True,
-            )
-        if self.direct is not None:
-            return self.direct.render(messages, generation)
+        if self.compiled is not None:
+            return self.compiled.render(messages, generation)
         from jarvis.chat import apply_chat_template
 
         return str(
@@ -179,6 +171,13 @@ class RowRenderer:
                 enable_thinking=self.thinking,
             )
         )  # fmt: skip
+
+    @cached_property
+    def compiled(self) -> CompiledChatTemplate | None:
+        """The template's fast render where a row has no skeleton, if proven (probed once)."""
+        from jarvis.dataset.tokens import CompiledChatTemplate
+
+        return CompiledChatTemplate.probe(self.tokenizer, self.thinking)
 
     def show(self, ids: Sequence[int]) -> str:
         """Decode a few tokens for an error message."""

@@ -14,8 +14,8 @@ Shortcuts, each proven for the tokenizer at hand before it is used, else not tak
   row), so each distinct piece is encoded once, in one Rust batch. Used only when no added
   token strips or absorbs its neighbours (`lstrip`, `rstrip`, `single_word`). ASCII and
   Latin pieces go word by word through `words.Words` where it is proven for the tokenizer.
-- `DirectTemplate`: a template that reads content (no skeleton) renders each row through
-  its compiled template directly, proven equal to `apply_chat_template` on probes.
+- `CompiledChatTemplate`: a template that reads content (no skeleton) renders each row
+  through its compiled template directly, proven equal to `apply_chat_template` on probes.
 
 `RowRenderer.tokens_many` also compares its first rows with the one-by-one path and falls
 back for good on any difference.
@@ -134,25 +134,19 @@ def _traced_render(
 ) -> str | None:
     """Render through transformers' own compiled template with traced contents; None if the
     template touched any content (or transformers has no such internals)."""
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    template = _compile_jinja_template(tokenizer.get_chat_template())
     traced = [{"role": m["role"], "content": _Traced(m["content"])} for m in messages]
-    kwargs = {**tokenizer.special_tokens_map, "enable_thinking": thinking}
     _Traced.touched = []
-    text = template.render(
-        messages=traced, tools=None, documents=None, add_generation_prompt=generation, **kwargs
-    )
-    return None if _Traced.touched else str(text)
+    text = CompiledChatTemplate.of(tokenizer, thinking, fast=False).render(traced, generation)
+    return None if _Traced.touched else text
 
 
-class DirectTemplate:
+class CompiledChatTemplate:
     """The tokenizer's compiled chat template, rendered without `apply_chat_template`'s
     per-call conversions (normalizing, copying and aliasing the messages and arguments:
     half of a render's time), which leave plain `{"role", "content"}` strings as they are.
 
     For templates without a skeleton (they read content), proven equal to
-    `apply_chat_template` on probe conversations before it is used.
+    `apply_chat_template` on probe conversations before it is used (`probe`).
     """
 
     def __init__(self, template: Any, kwargs: dict[str, Any]) -> None:
@@ -169,22 +163,26 @@ class DirectTemplate:
         )  # fmt: skip
 
     @classmethod
-    def probe(cls, tokenizer: Any, thinking: bool) -> DirectTemplate | None:
-        """The direct render for `tokenizer`, or None where it differs on a probe."""
+    def of(cls, tokenizer: Any, thinking: bool, *, fast: bool) -> CompiledChatTemplate:
+        """Transformers' compiled template for `tokenizer` with the arguments it passes
+        (special tokens, `enable_thinking`); `fast`: in `_fast_sandbox`, compiled again."""
+        from transformers.utils.chat_template_utils import (
+            _compile_jinja_template,
+            _plain_template_data,
+        )
+
+        source = tokenizer.get_chat_template()
+        template = _compile_jinja_template(source)
+        kwargs = _plain_template_data({**tokenizer.special_tokens_map, "enable_thinking": thinking})
+        return cls(_fast_sandbox(template, source) if fast else template, kwargs)
+
+    @classmethod
+    def probe(cls, tokenizer: Any, thinking: bool) -> CompiledChatTemplate | None:
+        """The fast render for `tokenizer`, or None where it differs on a probe."""
         from jarvis.chat import apply_chat_template
 
         try:
-            from transformers.utils.chat_template_utils import (
-                _compile_jinja_template,
-                _plain_template_data,
-            )
-
-            source = tokenizer.get_chat_template()
-            template = _fast_sandbox(_compile_jinja_template(source), source)
-            kwargs = _plain_template_data(
-                {**tokenizer.special_tokens_map, "enable_thinking": thinking}
-            )
-            direct = cls(template, kwargs)
+            compiled = cls.of(tokenizer, thinking, fast=True)
             for roles, contents in _CONVERSATIONS:
                 messages = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
                 for generation in (False, True):
@@ -192,11 +190,11 @@ class DirectTemplate:
                         tokenizer, messages, add_generation_prompt=generation,
                         enable_thinking=thinking,
                     )  # fmt: skip
-                    if direct.render(messages, generation) != str(want):
+                    if compiled.render(messages, generation) != str(want):
                         return None
         except Exception:  # any failure here only means: no shortcut
             return None
-        return direct
+        return compiled
 
 
 def _fast_sandbox(template: Any, source: str) -> Any:

@@ -35,6 +35,16 @@ def _words(fast: Any) -> Words | None:
     return _BUILT[id(fast)]
 
 
+_SEGMENTS: dict[int, SegmentEncoder | None] = {}
+
+
+def _segments(fast: Any) -> SegmentEncoder | None:
+    """One segment encoder per tokenizer for all examples (its words probe once)."""
+    if id(fast) not in _SEGMENTS:
+        _SEGMENTS[id(fast)] = SegmentEncoder.for_tokenizer(fast)
+    return _SEGMENTS[id(fast)]
+
+
 # Runs of each class that the split regexes treat apart: spaces before letters, newlines,
 # contractions in both cases, digit runs, punctuation before newlines, \x1c (not a space).
 EDGES = [
@@ -86,11 +96,23 @@ def test_words_give_rusts_ids(fast: Any, text: str) -> None:
     )
 )
 def test_segments_mix_ascii_words_and_rust(fast: Any, parts: list[str]) -> None:
-    encoder = SegmentEncoder.for_tokenizer(fast)
+    encoder = _segments(fast)
     assert encoder is not None and encoder.words is not None
     texts = ["".join(parts), "".join(reversed(parts))]
     want = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
     assert encoder.encode_many(texts) == want
+
+
+def test_the_words_cache_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tok = _fast(make_tokenizer(tmp_path / "tok", words="qwen"))
+    words = Words.for_tokenizer(tok)
+    assert words is not None
+    monkeypatch.setattr("jarvis.dataset.words._WORDS_LIMIT", 8)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for n in range(20):  # 5 new words a text (" abbb", " accc", ...): 100 in all
+        text = "".join(f" {letters[n]}{letters[k] * 3}" for k in range(5))
+        assert words.encode(text) == tok.encode(text, add_special_tokens=False).ids
+        assert len(words.cache) <= 8 + 5  # cleared once past the limit, then this text's
 
 
 def _changed(tmp_path: Path, change: str) -> Any:

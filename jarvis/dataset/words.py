@@ -7,8 +7,9 @@ regexes whose Unicode classes (`\\p{L}`, `\\p{N}`, `\\s`) have plain ASCII equiv
 Python's `re` can find the words, and each distinct word needs the tokenizer's own model
 once: a dictionary lookup instead of Rust's regex and `Encoding` per word (5x less per long
 text). Where the normalizer is NFC or none, the same holds on Latin text: Latin-1, Latin
-Extended-A, general punctuation and currency signs, whose classes and NFC forms are
-decades old, without combining marks (so NFC has nothing to compose). Supported: `Split`
+Extended-A, general punctuation and currency signs (up to U+20BF, Unicode 10.0, older than
+the tables of any Python or tokenizers in use), without combining marks (so NFC has nothing
+to compose). Supported: `Split`
 (regex or string, isolated), `Digits`, `ByteLevel` (last), in a `Sequence`; anything else,
 or any difference on probe texts that put every covered character in every neighbourhood,
 means no `Words` (or one for ASCII alone). Other text keeps Rust's path.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
 _SPACE = "\\t\\n\\x0b\\x0c\\r "
 _LITERAL = {"r", "n", "t"}  # escapes with the same meaning in both engines
 _NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}  # the identity on ASCII
-_WORDS_LIMIT = 1 << 17  # distinct words kept (Zipf: the frequent ones come back at once)
+_WORDS_LIMIT = 1 << 16  # distinct words kept (Zipf: the frequent ones come back at once)
 # White_Space beyond ASCII in the Latin blocks (U+2000 and U+2001 are not NFC-stable).
 _WIDE_SPACES = {0xA0, *range(0x2002, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F}
 
@@ -38,16 +39,21 @@ _WIDE_SPACES = {0xA0, *range(0x2002, 0x200B), 0x2028, 0x2029, 0x202F, 0x205F}
 class Chars:
     """The characters a translation covers, and its classes as regex class contents."""
 
+    codes: tuple[int, ...]  # every code point covered, ascending
     classes: dict[str, str]  # `s`, `d`, `p{L}`, `p{N}`
-    everything: str
     flags: int
+
+    @property
+    def everything(self) -> str:
+        """Regex class contents for every covered character."""
+        return _class(self.codes)
 
     def outside(self) -> Callable[[str], object]:
         """A search for a character this set does not cover."""
         return re.compile(f"[^{self.everything}]").search
 
 
-def _class(codes: list[int]) -> str:
+def _class(codes: Sequence[int]) -> str:
     """Regex class contents for these code points (ranges where they run on)."""
     out, i = [], 0
     while i < len(codes):
@@ -73,20 +79,20 @@ def _latin() -> Chars:
     numbers = [c for c in wide if unicodedata.category(chr(c))[0] == "N"]
     spaces = [c for c in wide if c in _WIDE_SPACES]
     return Chars(
+        codes=(*range(0x80), *wide),
         classes={
             "s": _SPACE + _class(spaces),
             "d": "0-9",
             "p{L}": "A-Za-z" + _class(letters),
             "p{N}": "0-9" + _class(numbers),
         },
-        everything="\\x00-\\x7f" + _class(wide),
         flags=0,
     )
 
 
 ASCII = Chars(
+    codes=tuple(range(0x80)),
     classes={"s": _SPACE, "d": "0-9", "p{L}": "A-Za-z", "p{N}": "0-9"},
-    everything="\\x00-\\x7f",
     flags=re.ASCII,
 )
 LATIN = _latin()
@@ -215,16 +221,18 @@ class Words:
         decoder = fast.get_added_tokens_decoder()
         if any(t.normalized for t in decoder.values()) or pre is None:
             return None
-        spec = json.loads(normalizer.__getstate__()) if normalizer is not None else None
-        if spec is not None and not _identity_on_ascii(spec):
+        kinds = _types(json.loads(normalizer.__getstate__())) if normalizer is not None else set()
+        if not kinds <= _NORMALIZERS:
             return None
-        latin = spec is None or _types(spec) <= {"NFC"}  # NFKC would change "²", NBSP
+        steps = json.loads(pre.__getstate__())
+        latin = kinds <= {"NFC"}  # NFKC would change "²" and a no-break space
         for chars in (LATIN, ASCII) if latin else (ASCII,):
-            built = _pipeline(json.loads(pre.__getstate__()), chars)
+            built = _pipeline(steps, chars)
             if built is None:
                 return None
             words = cls(model, *built, chars)
             if words.agrees_with(fast):
+                words.cache.clear()  # the probes' words, thousands of odd ones
                 return words
         return None
 
@@ -256,15 +264,10 @@ class Words:
 
 
 def _types(spec: dict[str, Any]) -> set[str]:
+    """The normalizer types in a normalizer's JSON (a `Sequence` flattened)."""
     if spec.get("type") == "Sequence":
         return {t for s in spec.get("normalizers", []) for t in _types(s)}
     return {str(spec.get("type"))}
-
-
-def _identity_on_ascii(spec: dict[str, Any]) -> bool:
-    if spec.get("type") == "Sequence":
-        return all(_identity_on_ascii(s) for s in spec.get("normalizers", []))
-    return spec.get("type") in _NORMALIZERS
 
 
 def _pipeline(
@@ -310,12 +313,8 @@ def _probes(chars: Chars) -> list[str]:
     """Texts that put every character `chars` covers beside letters, digits, spaces,
     newlines, apostrophes and itself, at the start and end of a text, plus runs of each
     class."""
-    covered = re.compile(f"[{chars.everything}]")
     texts = []
-    for code in [*range(0x80), *range(0x80, 0x2100)]:
-        c = chr(code)
-        if code >= 0x80 and (chars is ASCII or not covered.fullmatch(c)):
-            continue
+    for c in map(chr, chars.codes):
         texts += [
             f"{c}a{c}b {c} {c}{c}1{c}23 4567{c}'s{c}'LL x{c}\n{c}\r\n  {c}  \t{c}",
             f"{c}",

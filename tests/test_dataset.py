@@ -17,6 +17,7 @@ from jarvis.errors import (
     DatasetError,
     InputError,
     OutputExistsError,
+    OutputWriteError,
     TokenizationError,
     UsageError,
 )
@@ -915,7 +916,8 @@ def test_a_render_whose_workers_fail_to_start_restores_the_collector(
     monkeypatch.setattr(records, "_pool", broken)
     before = gc.get_threshold()
     src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(300)])
-    with pytest.raises(OSError, match="no more processes"):
+    # Inside the output's temp folder (the early process spills there): a clear error.
+    with pytest.raises(OutputWriteError, match="no more processes"):
         render_dataset(recipe(src), tmp_path / "out", jobs=2)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 

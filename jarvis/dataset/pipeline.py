@@ -12,6 +12,7 @@ from typing import Any, Literal
 import orjson
 
 from jarvis.contract import Contract, load_contract
+from jarvis.dataset.early import Early
 from jarvis.dataset.manifest import _manifest, _manifest_bytes
 from jarvis.dataset.plan import _check_composition, _plan, _share
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
@@ -20,6 +21,8 @@ from jarvis.dataset.records import (
     _pass_one,
     _State,
     few_collections,
+    input_order,
+    may_start_workers,
     one_thread_per_process,
     restore_collections,
     start_early,
@@ -118,27 +121,34 @@ def render_dataset(
     explicit = None if jobs == "auto" else jobs
     if one_thread and starts_workers(explicit, size):  # before numpy or a tokenizer loads
         one_thread_per_process()
-    renderer = RowRenderer(contract, recipe)
-    startup = time.perf_counter() - started  # what a worker pays again before its first task
-    gc_settings = few_collections()  # before a fork: a forked worker inherits them
-    early = None
-    try:
-        early = start_early(recipe, contract, renderer, explicit, size)
-        data = [s.path for s in recipe.input_specs()]
-        reads: list[str | os.PathLike[str]] = [
-            contract.root,
-            *([recipe.tokenizer] if recipe.tokenizer is not None else []),
-        ]
-        with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
-            spill = Spill(tmp / ".spill", bucket_count(size))
+    data = [s.path for s in recipe.input_specs()]
+    reads: list[str | os.PathLike[str]] = [
+        contract.root,
+        *([recipe.tokenizer] if recipe.tokenizer is not None else []),
+    ]
+    with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
+        spill = Spill(tmp / ".spill", bucket_count(size))
+        # Workers to share the work (explicit, or auto on more than one CPU), so that what
+        # the early process scans gets counted by more than this process.
+        shared = starts_workers(explicit, size) or (explicit is None and may_start_workers(size))
+        early = Early.start(recipe, contract, input_order(files), spill, shared)
+        pool = None
+        gc_settings = None
+        try:
+            renderer = RowRenderer(contract, recipe)  # with a tokenizer: seconds to load
+            startup = time.perf_counter() - started  # what a worker pays again before a task
+            gc_settings = few_collections()  # before a fork: a forked worker inherits them
+            pool = start_early(recipe, contract, renderer, explicit, size)
+            if early is not None:
+                early.finish(renderer)  # while the workers start
             bar = _progress_bar(size) if progress and sys.stderr.isatty() else None
             writer = spill.writer("main")
             scanner = Scanner(contract, renderer, recipe, writer)
             workers = Workers(
                 recipe, contract, scanner, spill, None if jobs == "auto" else max(1, jobs),
-                startup, size, early,
+                startup, size, pool, early,
             )  # fmt: skip
-            early = None  # the workers own the pool now
+            pool = None  # the workers own the pool now
             try:
                 manifest = _render_into(tmp, recipe, contract, renderer, files, spill, bar, workers)
             except JarvisError as exc:
@@ -151,10 +161,13 @@ def render_dataset(
             finally:
                 workers.close()
                 writer.close()
-    finally:
-        if early is not None:  # failed before the workers took it
-            stop_pool(early)
-        restore_collections(gc_settings)
+        finally:
+            if pool is not None:  # failed before the workers took it
+                stop_pool(pool)
+            if early is not None and early.process.is_alive():  # failed while it ran
+                early.drop()
+            if gc_settings is not None:
+                restore_collections(gc_settings)
     return manifest
 
 

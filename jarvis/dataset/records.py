@@ -25,6 +25,8 @@ import orjson
 
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.dedup import SeenSet
+from jarvis.dataset.early import Early
+from jarvis.dataset.early import load as early_load
 from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
@@ -88,6 +90,15 @@ def _reject(
 
 
 # --- tasks --------------------------------------------------------------------------------
+
+
+def input_order(files: list[tuple[InputSpec, Path]]) -> list[tuple[InputSpec, Path]]:
+    """The inputs in processing order, which numbers the tasks.
+
+    A record given under several tags keeps the first tag by name (`default` last), whatever
+    the order of the --input options: duplicates are dropped in this order.
+    """
+    return sorted(files, key=lambda f: (f[0].tag == DEFAULT_TAG, f[0].tag, str(f[1])))
 
 
 def _file_tasks(
@@ -205,6 +216,14 @@ def _scan_task(task: Task, folder: Path, buckets: int) -> ParkedScan:
     return _SCANNER.scan(task).park(folder / name / f"scan{task.index}")
 
 
+def _count_task(task: Task, path: Path) -> ParkedScan:
+    """Count the tokens of a task the early process scanned (`early`)."""
+    assert _SCANNER is not None
+    out, pending = early_load(path)
+    _SCANNER.count(task, out, pending)
+    return out.park(path.with_name(f"counted{task.index}"))
+
+
 def _write_task(
     tmp: Path, folder: Path, buckets: int, maps: Path, has_rows: list[bool], linked: bool
 ) -> dict[str, dict[str, Any]]:
@@ -241,6 +260,12 @@ def starts_workers(jobs: int | None, size: int) -> bool:
     than one job, and more than one task of input to share (else one process does it all,
     without a worker's start-up, and its tokenizer keeps its threads)."""
     return jobs is not None and jobs > 1 and size > TASK_BYTES
+
+
+def may_start_workers(size: int) -> bool:
+    """Whether `--jobs auto` may start workers on `size` bytes of input: more than one CPU,
+    and more than one task of input."""
+    return cpus() > 1 and size > TASK_BYTES
 
 
 def _pool(recipe: Recipe, contract: Contract, renderer: RowRenderer, n: int) -> Executor:
@@ -354,6 +379,7 @@ class Workers:
     def __init__(
         self, recipe: Recipe, contract: Contract, scanner: Scanner, spill: Spill,
         jobs: int | None, startup: float, total_bytes: int, executor: Executor | None = None,
+        early: Early | None = None,
     ) -> None:  # fmt: skip
         self.recipe = recipe
         self.contract = contract
@@ -369,6 +395,7 @@ class Workers:
         self.cpu = 0.0
         self.executor: Executor | None = executor  # started early (`start_early`), or later
         self.count = 0 if executor is None else (jobs or 1) - 1  # worker processes
+        self.early = early  # the first tasks scanned while the tokenizer loaded, if any
 
     def _want_pool(self) -> int:
         """How many processes should scan from now on (1: this one alone)."""
@@ -390,8 +417,24 @@ class Workers:
         return _pool(self.recipe, self.contract, self.scanner.renderer, n)
 
     def _here(self, task: Task, data: bytes | None) -> Scanned:
+        return self._timed(task, lambda: self.scanner.scan(task, data))
+
+    def _count_here(self, task: Task) -> Scanned:
+        """Count the tokens of a task the early process scanned."""
+        assert self.early is not None
+        early = self.early
+
+        def count() -> Scanned:
+            out, pending = early.result(task)
+            self.scanner.count(task, out, pending)
+            return out
+
+        return self._timed(task, count)
+
+    def _timed(self, task: Task, run: Callable[[], Scanned]) -> Scanned:
+        """Run a task here, timed for `_want_pool`."""
         t, cpu = time.perf_counter(), time.process_time()
-        scanned = self.scanner.scan(task, data)
+        scanned = run()
         self.seen_bytes += task.size
         if self.warm:  # the first task pays one-off costs (probes, first compiles)
             self.busy += time.perf_counter() - t
@@ -404,11 +447,20 @@ class Workers:
         self, tasks: Iterator[tuple[Task, bytes | None]]
     ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
         """Yield each pass-1 task with its result, in task order."""
+        early = self.early.tasks if self.early is not None else 0
+
+        def here(item: tuple[Task, bytes | None]) -> Scanned:
+            return self._here(*item) if item[0].index >= early else self._count_here(item[0])
+
+        def remote(item: tuple[Task, bytes | None]) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+            task = item[0]
+            if task.index < early:
+                assert self.early is not None
+                return _count_task, (task, self.early.path(task))
+            return _scan_task, (task, self.spill.folder, self.spill.buckets_n)
+
         ordered: Iterator[tuple[tuple[Task, bytes | None], Scanned | ParkedScan]] = self._ordered(
-            tasks,
-            lambda t: self._here(*t),
-            lambda t: (_scan_task, (t[0], self.spill.folder, self.spill.buckets_n)),
-            depth=3,
+            tasks, here, remote, depth=3
         )
         for task, out in ordered:
             yield task, out.load() if isinstance(out, ParkedScan) else out
@@ -569,9 +621,7 @@ def _pass_one(
     drop_long = recipe.on_overlength == "drop"
     tokenized = renderer.tokenizer is not None
     number = itertools.count().__next__
-    # A record given under several tags keeps the first tag by name (`default` last), whatever
-    # the order of the --input options: duplicates are dropped in this order.
-    order = sorted(files, key=lambda f: (f[0].tag == "default", f[0].tag, str(f[1])))
+    order = input_order(files)
 
     def tasks() -> Iterator[tuple[Task, bytes | None]]:
         for file, (spec, path) in enumerate(order):

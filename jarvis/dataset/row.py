@@ -66,6 +66,17 @@ class RowRenderer:
                 "without the system prompt it sees at runtime; use --format chat"
             )
 
+    @classmethod
+    def before_tokenizer(
+        cls, contract: Contract, recipe: Recipe, special: tuple[str, ...]
+    ) -> RowRenderer:
+        """A renderer of rows without the tokenizer, which has not loaded yet (`early`):
+        the same rows as the renderer with it, given its control strings `special`.
+        It counts no tokens, and cannot render `--format text`."""
+        renderer = cls(contract, recipe.model_copy(update={"tokenizer": None}))
+        renderer.policy = contract.special_token_policy(special)
+        return renderer
+
     def render(
         self, model: Record | None, rid: str, dumped: dict[str, Any] | None = None
     ) -> tuple[bytes, str, list[dict[str, str]]]:

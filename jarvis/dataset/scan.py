@@ -32,6 +32,8 @@ from jarvis.schemas import Record, dump_identity, record_identity
 from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 
 _PLAIN_GROUPS = (str, int, bool, str | None, int | None, bool | None)
+# A task's records to count tokens of: (index in the task, messages, row).
+Pending = list[tuple[int, list[dict[str, str]], bytes]]
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
 
@@ -118,7 +120,8 @@ class Scanner:
         # Records whose RAG block is not empty, counted here rather than searched for in pass 2
         # (retrieval fills the block after pass 1, and counts it then).
         self.block = block_needle(contract.rag_field) if self.retrieved is None else None
-        self.count_tokens = renderer.tokenizer is not None and self.retrieved is None
+        # From the recipe: a renderer made before the tokenizer loads (`early`) has none.
+        self.count_tokens = recipe.tokenizer is not None and self.retrieved is None
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
@@ -132,8 +135,18 @@ class Scanner:
 
     def scan(self, task: Task, data: bytes | None = None) -> Scanned:
         """Run one task (`data`: the range's bytes when the caller has them)."""
+        out, pending = self.scan_rows(task, data)
+        self.count(task, out, pending)
+        return out
+
+    def scan_rows(self, task: Task, data: bytes | None = None) -> tuple[Scanned, Pending]:
+        """Every step of `scan` but the token count, which needs no tokenizer here.
+
+        Returns:
+            The results (token counts 0), and the records whose tokens `count` counts.
+        """
         out = Scanned(task.index)
-        pending: list[tuple[int, list[dict[str, str]], bytes]] = []
+        pending: Pending = []
         seq0 = task.index << SEQ_BITS
         own_tags = task.tag == DEFAULT_TAG
         for i, (line, span, value, raw) in enumerate(self._records(task, data)):
@@ -150,18 +163,23 @@ class Scanner:
                 break
             if done is not None and self.count_tokens:
                 pending.append((i, *done))
-        out.tokens = array("I", [0]) * out.count  # counted below when a tokenizer is given
-        if pending:
-            counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
-            for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
-                out.tokens[i] = len(full)
-                where = f"{task.path}:{out.lines[i]}"
-                problem = prefix_error(self.renderer, where, prompt, full)
-                if problem is not None:
-                    out.token_errors[i] = problem
+        out.tokens = array("I", [0]) * out.count  # counted by `count` when a tokenizer is given
         assert self.spill is not None
         self.spill.flush()
-        return out
+        return out, pending
+
+    def count(self, task: Task, out: Scanned, pending: Pending) -> None:
+        """Count the tokens of a task's `pending` records (`scan_rows`) into `out`, with
+        the records whose runtime prompt is not a token prefix of their row."""
+        if not pending:
+            return
+        counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
+        for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
+            out.tokens[i] = len(full)
+            where = f"{task.path}:{out.lines[i]}"
+            problem = prefix_error(self.renderer, where, prompt, full)
+            if problem is not None:
+                out.token_errors[i] = problem
 
     def _records(
         self, task: Task, data: bytes | None

@@ -1,0 +1,197 @@
+"""Records rendered while the tokenizer loads.
+
+With `--tokenizer`, a run starts with a second or more on one CPU: transformers' import and
+the tokenizer's load, which every process that tokenizes needs (a worker forks after it, to
+inherit the tokenizer). Where workers run (`--jobs`), one process forked before the load
+(`Early`) takes the first tasks meanwhile and does every step of a task but the token count
+(`Scanner.scan_rows`: read, validate, render, check, hash, spill), which needs no tokenizer,
+only the control strings it will forbid in a record. Those are read from the tokenizer's
+files, a guess that `finish` checks against the loaded tokenizer's own (`special_tokens`):
+on any difference the early work is dropped, and its tasks are scanned again as if it had
+never run. The tasks it did are then only counted (`Scanner.count`), here or in a worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import os
+import pickle
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from jarvis.contract import Contract
+from jarvis.dataset.recipe import Recipe
+from jarvis.dataset.row import RowRenderer
+from jarvis.dataset.scan import Pending, Scanned, Scanner, Task
+from jarvis.dataset.spill import Spill
+from jarvis.inputs import InputSpec, plain_lines
+
+NAME = "early"  # its spill writer's folder, which also holds its tasks' results
+# The shared words: the next task it may take, and whether it must take none.
+_NEXT, _STOP = 0, 1
+_CONFIG_TOKENS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token",
+                  "mask_token")  # fmt: skip
+_TOKEN_LISTS = ("additional_special_tokens", "extra_special_tokens")
+
+
+def guess_special_tokens(folder: Path) -> tuple[str, ...] | None:
+    """What `chat.special_tokens` will say of the tokenizer in `folder`, read from its files
+    without transformers: every added token, and every special token its config names.
+
+    Returns:
+        The sorted strings, or None where the files cannot tell (none, or not JSON).
+    """
+    try:
+        tokenizer = orjson.loads((folder / "tokenizer.json").read_bytes())
+        config = orjson.loads((folder / "tokenizer_config.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(tokenizer, dict) or not isinstance(config, dict):
+        return None
+    decoder = config.get("added_tokens_decoder")
+    values: list[Any] = [*(tokenizer.get("added_tokens") or [])]
+    values += list(decoder.values()) if isinstance(decoder, dict) else []
+    values += [config.get(key) for key in _CONFIG_TOKENS]
+    for key in _TOKEN_LISTS:
+        more = config.get(key)
+        values += list(more.values()) if isinstance(more, dict) else list(more or [])
+    found: set[str] = set()
+    for value in values:
+        content = value.get("content") if isinstance(value, dict) else value
+        if isinstance(content, str) and content:
+            found.add(content)
+    return tuple(sorted(found))
+
+
+def _plain_files(order: Sequence[tuple[InputSpec, Path]]) -> int:
+    """How many of the inputs, in processing order, are plain JSONL before the first that is
+    not (the early process reads byte ranges only)."""
+    for n, (_, path) in enumerate(order):
+        if not plain_lines(path):
+            return n
+    return len(order)
+
+
+@dataclass
+class Early:
+    """The process that scans the first tasks while this one loads the tokenizer."""
+
+    process: Any  # multiprocessing's Process
+    shared: Any  # [next task, stop], ints in shared memory
+    lock: Any
+    folder: Path  # its spill writer's, with its results
+    special: tuple[str, ...]  # the control strings it renders with
+    tasks: int = 0  # tasks it scanned, known once `finish` returned
+
+    @classmethod
+    def start(
+        cls, recipe: Recipe, contract: Contract, order: Sequence[tuple[InputSpec, Path]],
+        spill: Spill, starts_workers: bool,
+    ) -> Early | None:  # fmt: skip
+        """Fork the early process, where it pays: a tokenizer to load from a local folder,
+        workers to count what it scanned, rows rendered without the tokenizer (not `--format
+        text`), more than one task of plain JSONL, and a fork that is safe (Linux, one thread
+        here, as before the workers fork).
+
+        Returns:
+            It, or None where it would not run.
+        """
+        from jarvis.dataset.records import _threads
+
+        if not starts_workers or recipe.tokenizer is None or recipe.format == "text":
+            return None
+        if not sys.platform.startswith("linux") or _threads() != 1:
+            return None
+        folder = Path(recipe.tokenizer).expanduser()
+        special = guess_special_tokens(folder) if folder.is_dir() else None
+        if special is None or _plain_files(order) == 0:
+            return None
+        renderer = RowRenderer.before_tokenizer(contract, recipe, special)
+        context = multiprocessing.get_context("fork")
+        lock = context.Lock()
+        shared = context.RawArray("q", 2)
+        process = context.Process(
+            target=_run,
+            args=(recipe, contract, renderer, order, spill, shared, lock),
+            name="jarvis-early",
+            daemon=True,
+        )
+        process.start()
+        return cls(process, shared, lock, spill.folder / NAME, special)
+
+    def finish(self, renderer: RowRenderer) -> int:
+        """Stop taking tasks, wait for the one in hand, and check the guess against the
+        loaded tokenizer (`renderer`'s); returns how many tasks it scanned (0: its work was
+        dropped, its tasks to be scanned again)."""
+        from jarvis.chat import special_tokens
+
+        with self.lock:
+            self.shared[_STOP] = 1
+            taken = int(self.shared[_NEXT])
+        self.process.join()
+        if self.process.exitcode != 0 or special_tokens(renderer.tokenizer) != self.special:
+            self.drop()
+            return 0
+        self.tasks = taken
+        return taken
+
+    def drop(self) -> None:
+        """End the process if it runs, and remove all it wrote."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.tasks = 0
+
+    def result(self, task: Task) -> tuple[Scanned, Pending]:
+        """A task it scanned: the results, and its records to count tokens of (the file
+        removed)."""
+        return load(self.path(task))
+
+    def path(self, task: Task) -> Path:
+        """Where its results of `task` are."""
+        return self.folder / f"scan{task.index}"
+
+
+def load(path: Path) -> tuple[Scanned, Pending]:
+    """A task's results from the early process (the file removed)."""
+    out: tuple[Scanned, Pending] = pickle.loads(path.read_bytes())
+    path.unlink()
+    return out
+
+
+def _run(
+    recipe: Recipe, contract: Contract, renderer: RowRenderer,
+    order: Sequence[tuple[InputSpec, Path]], spill: Spill, shared: Any, lock: Any,
+) -> None:  # fmt: skip
+    """The early process: scan tasks in order until told to stop or past the plain JSONL."""
+    from jarvis.dataset.records import _exit_with_parent, _file_tasks, _Input, few_collections
+
+    _exit_with_parent()
+    few_collections()
+    writer = spill.writer(NAME)
+    scanner = Scanner(contract, renderer, recipe, writer)
+    number = itertools.count().__next__
+    try:
+        for file, (spec, path) in enumerate(order[: _plain_files(order)]):
+            item = _Input(path=str(path), tag=spec.tag, sha256="")
+            for task, data in _file_tasks(file, path, spec.tag, number, item):
+                with lock:  # taken only while the main process has not said stop
+                    if shared[_STOP]:
+                        return
+                    shared[_NEXT] = task.index + 1
+                result = pickle.dumps(scanner.scan_rows(task, data), pickle.HIGHEST_PROTOCOL)
+                part = spill.folder / NAME / f".scan{task.index}"
+                part.write_bytes(result)
+                os.replace(part, part.with_name(f"scan{task.index}"))
+    finally:
+        with contextlib.suppress(OSError):
+            writer.close()

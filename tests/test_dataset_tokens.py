@@ -202,6 +202,25 @@ def _outcome(template: Any) -> str:
         ("{{ messages[0].missing.deeper }}", False),
         ("{{ messages[0].items() | list }}{{ messages[0].get('role') }}", True),  # dict's own names
         ("{{ messages[0].content.missing }}", True),
+        # String methods called straight: in a loop (jinja adds `_loop_vars`), in a macro,
+        # with arguments they refuse, and `format`, which the sandbox wraps when it is read.
+        (
+            "{% for m in messages %}{{ m.content.split('x') }}{{ m.content.strip() }}{% endfor %}",
+            True,
+        ),
+        ("{% macro f(x) %}{{ x.lower() }}{% endmacro %}{{ f(messages[0].content) }}", True),
+        ("{{ messages[0].content.split(1, 2, 3) }}", False),
+        (
+            "{{ '{0.__class__}'.format(messages[0].content) }}",
+            True,
+        ),  # printed empty: the sandbox's formatter
+        ("{{ messages[0].content.format(1) }}{{ 'a{}'.format(2) }}", True),
+        ("{{ '{a.__class__}'.format_map({'a': messages[0].content}) }}", True),
+        # Methods read at once where the check allows them, refused where it does not.
+        ("{{ messages[0].keys() | list }}{{ messages[0].content.title() }}", True),
+        ("{{ messages[0].update }}", True),  # printed empty: unsafe, undefined
+        ("{{ messages[0].update({}) }}", False),
+        ("{{ messages[0].content.__len__() }}", False),
     ],
 )
 def test_the_fast_sandbox_does_what_the_sandbox_does(use: str, renders: bool) -> None:

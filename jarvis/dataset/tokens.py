@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from types import BuiltinMethodType
 from typing import Any
 
 # Every transform a template might apply to content (trim, case, escaping, JSON) changes one
@@ -205,7 +206,12 @@ def _fast_sandbox(template: Any, source: str) -> Any:
     - the check of an attribute is looked up once per (type, name): it is a function of
       those two alone (type tests against ABCs, and the name);
     - `message.content` on a plain dict, whose instances can have no attribute of a name
-      `dict` lacks, reads the item at once instead of failing `getattr` first.
+      `dict` lacks, reads the item at once instead of failing `getattr` first;
+    - a method of a string or a plain dict that the check allows (`content.split`,
+      `message.get`; not `format`, which the sandbox wraps, nor `pop`) is read at once;
+    - a call of a string's or a dict's built-in method goes straight to it: the sandbox's
+      checks (`unsafe_callable`, `alters_data`) and the context's (`jinja_pass_arg`) look
+      for attributes no built-in method has.
 
     Any other environment keeps its own checks.
     """
@@ -216,12 +222,23 @@ def _fast_sandbox(template: Any, source: str) -> Any:
     if (
         cls.is_safe_attribute is not ImmutableSandboxedEnvironment.is_safe_attribute
         or cls.getattr is not ImmutableSandboxedEnvironment.getattr
+        or cls.call is not ImmutableSandboxedEnvironment.call
+        or cls.is_safe_callable is not ImmutableSandboxedEnvironment.is_safe_callable
     ):
         return template
     overlay = env.overlay()
-    check, plain_getattr = overlay.is_safe_attribute, overlay.getattr
+    check, plain_getattr, plain_call = overlay.is_safe_attribute, overlay.getattr, overlay.call
     known: dict[tuple[type, str], bool] = {}
     dict_names = frozenset(dir(dict))
+    # The methods the check allows, asked of it once (it depends on the type and the name).
+    str_methods, dict_methods = (
+        frozenset(
+            name
+            for name in dir(kind)
+            if check(kind(), name, getattr(kind(), name)) and name not in ("format", "format_map")
+        )
+        for kind in (str, dict)
+    )
 
     def is_safe_attribute(obj: Any, attr: str, value: Any) -> bool:
         key = (type(obj), attr)
@@ -231,12 +248,31 @@ def _fast_sandbox(template: Any, source: str) -> Any:
         return safe
 
     def getattr_(obj: Any, attribute: str) -> Any:
-        if type(obj) is dict and attribute not in dict_names and attribute in obj:
-            return obj[attribute]
+        kind = type(obj)
+        if kind is dict:
+            if attribute not in dict_names:
+                if attribute in obj:
+                    return obj[attribute]
+            elif attribute in dict_methods:
+                return getattr(obj, attribute)
+        elif kind is str and attribute in str_methods:
+            return getattr(obj, attribute)
         return plain_getattr(obj, attribute)  # what is left: the same path as before
+
+    def call(context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(obj) is BuiltinMethodType and type(obj.__self__) in (str, dict):
+            # What the compiler passes inside loops and blocks, for context functions only.
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            try:
+                return obj(*args, **kwargs)
+            except StopIteration:  # jinja's own answer to it (no such method raises it)
+                return plain_call(context, obj, *args, **kwargs)
+        return plain_call(context, obj, *args, **kwargs)
 
     overlay.is_safe_attribute = is_safe_attribute
     overlay.getattr = getattr_
+    overlay.call = call
     return overlay.from_string(source)
 
 

@@ -163,6 +163,23 @@ def test_a_template_that_refuses_a_probe_gets_no_direct_render(tmp_path: Path) -
     )
 
 
+def test_the_direct_render_fails_as_apply_chat_template_does(tmp_path: Path) -> None:
+    raises = "{% if 'bad' in messages[-1]['content'] %}{{ raise_exception('bad row') }}{% endif %}"
+    tok = _with_template(tmp_path, raises + CHATML)
+    direct = CompiledChatTemplate.probe(tok, thinking=False)
+    assert direct is not None  # no probe says 'bad'
+    messages = [{"role": "user", "content": "a bad one"}]
+    failures = []
+    for render in (
+        lambda: direct.render(messages, True),
+        lambda: apply_chat_template(tok, messages, add_generation_prompt=True),
+    ):
+        with pytest.raises(Exception) as caught:  # noqa: PT011 - the two are compared
+            render()
+        failures.append((type(caught.value), str(caught.value)))
+    assert failures[0] == failures[1] and "bad row" in failures[0][1]
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     tokens=st.lists(st.text("<|>ab/", min_size=1, max_size=5), min_size=1, max_size=8, unique=True),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from types import BuiltinMethodType
+from types import BuiltinMethodType, MethodType
 from typing import Any
 
 # Every transform a template might apply to content (trim, case, escaping, JSON) changes one
@@ -153,15 +153,26 @@ class CompiledChatTemplate:
     def __init__(self, template: Any, kwargs: dict[str, Any]) -> None:
         self.template = template
         self.kwargs = kwargs
+        # `Template.render`'s context starts from its globals, a ChainMap it copies key by
+        # key on each call (a tenth of a short render, profiled): copied once here.
+        self.globals = dict(template.globals)
 
     def render(self, messages: list[dict[str, str]], generation: bool) -> str:
-        """The template's text for `messages`, as `apply_chat_template` renders it."""
-        return str(
-            self.template.render(
-                messages=messages, tools=None, documents=None, add_generation_prompt=generation,
-                **self.kwargs,
-            )
+        """The template's text for `messages`, as `apply_chat_template` renders it: what
+        `Template.render` does, from the copied globals."""
+        template = self.template
+        env = template.environment
+        context = dict(self.globals)
+        context.update(
+            messages=messages, tools=None, documents=None, add_generation_prompt=generation,
+            **self.kwargs,
         )  # fmt: skip
+        ctx = env.context_class(env, context, template.name, template.blocks, template.globals)
+        try:
+            return str(env.concat(template.root_render_func(ctx)))
+        except Exception:  # noqa: BLE001 - jinja's own handling: its error, with the template's line
+            env.handle_exception()
+            raise  # not reached: handle_exception raises
 
     @classmethod
     def of(cls, tokenizer: Any, thinking: bool, *, fast: bool) -> CompiledChatTemplate:
@@ -198,6 +209,9 @@ class CompiledChatTemplate:
         return compiled
 
 
+_FORMATS = ("format", "format_map")  # a string's methods the sandbox wraps when read
+
+
 def _fast_sandbox(template: Any, source: str) -> Any:
     """`template` compiled again in an overlay of its environment with two exact shortcuts
     in jinja's immutable sandbox, where a template that reads every message spends half
@@ -206,9 +220,12 @@ def _fast_sandbox(template: Any, source: str) -> Any:
     - the check of an attribute is looked up once per (type, name): it is a function of
       those two alone (type tests against ABCs, and the name);
     - `message.content` on a plain dict, whose instances can have no attribute of a name
-      `dict` lacks, reads the item at once instead of failing `getattr` first;
+      `dict` lacks, reads the item at once instead of failing `getattr` first (a missing
+      one is undefined at once);
     - a method of a string or a plain dict that the check allows (`content.split`,
       `message.get`; not `format`, which the sandbox wraps, nor `pop`) is read at once;
+      another object's public attribute (`loop.index0`, `ns.flag`) goes through the
+      sandbox's own steps inline, with the cached check;
     - a call of a string's or a dict's built-in method goes straight to it: the sandbox's
       checks (`unsafe_callable`, `alters_data`) and the context's (`jinja_pass_arg`) look
       for attributes no built-in method has.
@@ -228,6 +245,7 @@ def _fast_sandbox(template: Any, source: str) -> Any:
         return template
     overlay = env.overlay()
     check, plain_getattr, plain_call = overlay.is_safe_attribute, overlay.getattr, overlay.call
+    undefined = overlay.undefined
     known: dict[tuple[type, str], bool] = {}
     dict_names = frozenset(dir(dict))
     # The methods the check allows, asked of it once (it depends on the type and the name).
@@ -235,7 +253,7 @@ def _fast_sandbox(template: Any, source: str) -> Any:
         frozenset(
             name
             for name in dir(kind)
-            if check(kind(), name, getattr(kind(), name)) and name not in ("format", "format_map")
+            if check(kind(), name, getattr(kind(), name)) and name not in _FORMATS
         )
         for kind in (str, dict)
     )
@@ -251,12 +269,23 @@ def _fast_sandbox(template: Any, source: str) -> Any:
         kind = type(obj)
         if kind is dict:
             if attribute not in dict_names:
-                if attribute in obj:
-                    return obj[attribute]
-            elif attribute in dict_methods:
+                # The item, or jinja's undefined for a missing one (`message.tool_calls`).
+                return obj[attribute] if attribute in obj else undefined(obj=obj, name=attribute)
+            if attribute in dict_methods:
                 return getattr(obj, attribute)
-        elif kind is str and attribute in str_methods:
-            return getattr(obj, attribute)
+        elif kind is str:
+            if attribute in str_methods:
+                return getattr(obj, attribute)
+        elif attribute[:1] != "_":  # `loop.index0`, `ns.multi_step_tool`: the sandbox's steps
+            try:
+                value = getattr(obj, attribute)
+            except AttributeError:
+                pass
+            else:  # safe, and not a `format` method the sandbox would wrap
+                if is_safe_attribute(obj, attribute, value) and not (
+                    type(value) in (MethodType, BuiltinMethodType) and value.__name__ in _FORMATS
+                ):
+                    return value
         return plain_getattr(obj, attribute)  # what is left: the same path as before
 
     def call(context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:

@@ -94,19 +94,20 @@ class Early:
     @classmethod
     def start(
         cls, recipe: Recipe, contract: Contract, order: Sequence[tuple[InputSpec, Path]],
-        spill: Spill, starts_workers: bool,
+        spill: Spill, workers: bool,
     ) -> Early | None:  # fmt: skip
         """Fork the early process, where it pays: a tokenizer to load from a local folder,
-        workers to count what it scanned, rows rendered without the tokenizer (not `--format
-        text`), more than one task of plain JSONL, and a fork that is safe (Linux, one thread
-        here, as before the workers fork).
+        `workers` that may share the counting of what it scanned (more than one task of
+        input), rows rendered without the tokenizer (not `--format text`), a first input of
+        plain JSONL (it reads byte ranges), and a fork that is safe (Linux, one thread here,
+        as before the workers fork).
 
         Returns:
             It, or None where it would not run.
         """
         from jarvis.dataset.records import _threads
 
-        if not starts_workers or recipe.tokenizer is None or recipe.format == "text":
+        if not workers or recipe.tokenizer is None or recipe.format == "text":
             return None
         if not sys.platform.startswith("linux") or _threads() != 1:
             return None

@@ -21,6 +21,7 @@ def test_named_benchmark_with_record_counts_runs() -> None:
     assert done.stdout.count("bound: --jobs 1 kept ") == 2  # without, then with a tokenizer
     assert done.stdout.count("two --jobs 1 runs at once took ") == 2
     assert "; the start-up alone took " in done.stdout  # with the tokenizer, a fixed part
+    assert ", in which the early process may take " in done.stdout  # and what overlaps it
     assert "peak memory, 1000 records: " in done.stdout
     assert "peak memory, 1000 records of no thread: " in done.stdout
 

@@ -13,7 +13,7 @@ import pytest
 from jarvis.contract import load_contract
 from jarvis.dataset import Recipe
 from jarvis.dataset.early import Early, guess_special_tokens
-from jarvis.dataset.records import input_order
+from jarvis.dataset.records import cpus, input_order
 from jarvis.dataset.spill import Spill
 from jarvis.inputs import InputSpec
 from tokenizer_fixture import make_tokenizer
@@ -120,7 +120,8 @@ def finished(self, renderer):
 
 s.Scanner.scan_rows, e.guess_special_tokens, e.Early.finish = rows, guessed, finished
 cli(["render-dataset", "--contract", "reply@1", "--input", src, "--out", out, "-q",
-     "--jobs", jobs, "--tokenizer", tokenizer, "--max-reject-rate", "0.5"])
+     *(["--jobs", jobs] if jobs != "auto" else []), "--tokenizer", tokenizer,
+     "--max-reject-rate", "0.5"])
 """
 
 
@@ -170,6 +171,10 @@ def test_what_it_scans_while_the_tokenizer_loads_is_what_one_process_writes(
             assert 1 <= early < tasks
         else:  # a guess the loaded tokenizer does not confirm, or a failure: dropped
             assert early == 0
+    # The CLI's default (no --jobs) starts it too where workers may run: on more than one CPU.
+    files, early = _run(src, tmp_path / "auto", "auto", tiny_model, "plain")
+    assert files == one
+    assert (early is not None and early >= 1) == (cpus() > 1)
 
 
 @linux_only

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import multiprocessing
-import os
-import pickle
 import shutil
 import sys
 from collections.abc import Sequence
@@ -30,7 +28,7 @@ import orjson
 from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.row import RowRenderer
-from jarvis.dataset.scan import Pending, Scanned, Scanner, Task
+from jarvis.dataset.scan import Scanner, Task
 from jarvis.dataset.spill import Spill
 from jarvis.inputs import InputSpec, plain_lines
 
@@ -113,7 +111,8 @@ class Early:
             return None
         folder = Path(recipe.tokenizer).expanduser()
         special = guess_special_tokens(folder) if folder.is_dir() else None
-        if special is None or _plain_files(order) == 0:
+        plain = order[: _plain_files(order)]
+        if special is None or not plain:
             return None
         renderer = RowRenderer.before_tokenizer(contract, recipe, special)
         context = multiprocessing.get_context("fork")
@@ -121,7 +120,7 @@ class Early:
         shared = context.RawArray("q", 2)
         process = context.Process(
             target=_run,
-            args=(recipe, contract, renderer, order, spill, shared, lock),
+            args=(recipe, contract, renderer, plain, spill, shared, lock),
             name="jarvis-early",
             daemon=True,
         )
@@ -152,28 +151,18 @@ class Early:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.tasks = 0
 
-    def result(self, task: Task) -> tuple[Scanned, Pending]:
-        """A task it scanned: the results, and its records to count tokens of (the file
-        removed)."""
-        return load(self.path(task))
-
     def path(self, task: Task) -> Path:
-        """Where its results of `task` are."""
+        """Where its results of `task` are parked (`Scanned.park`; read once `finish`
+        has waited for it, so no file is read half-written)."""
         return self.folder / f"scan{task.index}"
-
-
-def load(path: Path) -> tuple[Scanned, Pending]:
-    """A task's results from the early process (the file removed)."""
-    out: tuple[Scanned, Pending] = pickle.loads(path.read_bytes())
-    path.unlink()
-    return out
 
 
 def _run(
     recipe: Recipe, contract: Contract, renderer: RowRenderer,
-    order: Sequence[tuple[InputSpec, Path]], spill: Spill, shared: Any, lock: Any,
+    plain: Sequence[tuple[InputSpec, Path]], spill: Spill, shared: Any, lock: Any,
 ) -> None:  # fmt: skip
-    """The early process: scan tasks in order until told to stop or past the plain JSONL."""
+    """The early process: scan the tasks of the `plain` JSONL inputs in order until told to
+    stop."""
     from jarvis.dataset.records import _exit_with_parent, _file_tasks, _Input, few_collections
 
     _exit_with_parent()
@@ -182,17 +171,14 @@ def _run(
     scanner = Scanner(contract, renderer, recipe, writer)
     number = itertools.count().__next__
     try:
-        for file, (spec, path) in enumerate(order[: _plain_files(order)]):
+        for file, (spec, path) in enumerate(plain):
             item = _Input(path=str(path), tag=spec.tag, sha256="")
             for task, data in _file_tasks(file, path, spec.tag, number, item):
                 with lock:  # taken only while the main process has not said stop
                     if shared[_STOP]:
                         return
                     shared[_NEXT] = task.index + 1
-                result = pickle.dumps(scanner.scan_rows(task, data), pickle.HIGHEST_PROTOCOL)
-                part = spill.folder / NAME / f".scan{task.index}"
-                part.write_bytes(result)
-                os.replace(part, part.with_name(f"scan{task.index}"))
+                scanner.scan_rows(task, data).park(spill.folder / NAME / f"scan{task.index}")
     finally:
         with contextlib.suppress(OSError):
             writer.close()

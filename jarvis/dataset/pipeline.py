@@ -128,9 +128,8 @@ def render_dataset(
     ]
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
         spill = Spill(tmp / ".spill", bucket_count(size))
-        # Workers to share the work (explicit, or auto on more than one CPU), so that what
-        # the early process scans gets counted by more than this process.
-        shared = starts_workers(explicit, size) or (explicit is None and may_start_workers(size))
+        # Where workers may share the counting of what the early process scans.
+        shared = may_start_workers(explicit, size)
         early = Early.start(recipe, contract, input_order(files), spill, shared)
         pool = None
         gc_settings = None

@@ -26,7 +26,6 @@ import orjson
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.dedup import SeenSet
 from jarvis.dataset.early import Early
-from jarvis.dataset.early import load as early_load
 from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
@@ -219,9 +218,8 @@ def _scan_task(task: Task, folder: Path, buckets: int) -> ParkedScan:
 def _count_task(task: Task, path: Path) -> ParkedScan:
     """Count the tokens of a task the early process scanned (`early`)."""
     assert _SCANNER is not None
-    out, pending = early_load(path)
-    _SCANNER.count(task, out, pending)
-    return out.park(path.with_name(f"counted{task.index}"))
+    counted = _SCANNER.count(task, ParkedScan(path).load())
+    return counted.park(path.with_name(f"counted{task.index}"))
 
 
 def _write_task(
@@ -262,10 +260,10 @@ def starts_workers(jobs: int | None, size: int) -> bool:
     return jobs is not None and jobs > 1 and size > TASK_BYTES
 
 
-def may_start_workers(size: int) -> bool:
-    """Whether `--jobs auto` may start workers on `size` bytes of input: more than one CPU,
-    and more than one task of input."""
-    return cpus() > 1 and size > TASK_BYTES
+def may_start_workers(jobs: int | None, size: int) -> bool:
+    """Whether workers may run on `size` bytes of input: more than one task of it, and an
+    explicit `--jobs` over one (`starts_workers`) or, for auto (None), more than one CPU."""
+    return starts_workers(jobs, size) or (jobs is None and cpus() > 1 and size > TASK_BYTES)
 
 
 def _pool(recipe: Recipe, contract: Contract, renderer: RowRenderer, n: int) -> Executor:
@@ -422,14 +420,8 @@ class Workers:
     def _count_here(self, task: Task) -> Scanned:
         """Count the tokens of a task the early process scanned."""
         assert self.early is not None
-        early = self.early
-
-        def count() -> Scanned:
-            out, pending = early.result(task)
-            self.scanner.count(task, out, pending)
-            return out
-
-        return self._timed(task, count)
+        parked = ParkedScan(self.early.path(task))
+        return self._timed(task, lambda: self.scanner.count(task, parked.load()))
 
     def _timed(self, task: Task, run: Callable[[], Scanned]) -> Scanned:
         """Run a task here, timed for `_want_pool`."""

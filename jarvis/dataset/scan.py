@@ -76,6 +76,8 @@ class Scanned:
     blocks: array[int] = field(default_factory=lambda: array("I"))  # a non-empty RAG block
     # A template that failed on a record's data: (index, message); the task stops there.
     contract_error: tuple[int, str] | None = None
+    # Records whose tokens are still to count (`Scanner.scan_rows`; empty once counted).
+    pending: Pending = field(default_factory=list)
 
     def park(self, path: Path) -> ParkedScan:
         """Write these results to `path` for the main process.
@@ -135,18 +137,13 @@ class Scanner:
 
     def scan(self, task: Task, data: bytes | None = None) -> Scanned:
         """Run one task (`data`: the range's bytes when the caller has them)."""
-        out, pending = self.scan_rows(task, data)
-        self.count(task, out, pending)
-        return out
+        return self.count(task, self.scan_rows(task, data))
 
-    def scan_rows(self, task: Task, data: bytes | None = None) -> tuple[Scanned, Pending]:
-        """Every step of `scan` but the token count, which needs no tokenizer here.
-
-        Returns:
-            The results (token counts 0), and the records whose tokens `count` counts.
-        """
+    def scan_rows(self, task: Task, data: bytes | None = None) -> Scanned:
+        """Every step of `scan` but the token count, which needs no tokenizer here: the
+        results have token counts 0, and `pending` the records `count` counts."""
         out = Scanned(task.index)
-        pending: Pending = []
+        pending = out.pending
         seq0 = task.index << SEQ_BITS
         own_tags = task.tag == DEFAULT_TAG
         for i, (line, span, value, raw) in enumerate(self._records(task, data)):
@@ -166,13 +163,14 @@ class Scanner:
         out.tokens = array("I", [0]) * out.count  # counted by `count` when a tokenizer is given
         assert self.spill is not None
         self.spill.flush()
-        return out, pending
+        return out
 
-    def count(self, task: Task, out: Scanned, pending: Pending) -> None:
+    def count(self, task: Task, out: Scanned) -> Scanned:
         """Count the tokens of a task's `pending` records (`scan_rows`) into `out`, with
-        the records whose runtime prompt is not a token prefix of their row."""
+        the records whose runtime prompt is not a token prefix of their row; returns `out`."""
+        pending, out.pending = out.pending, []
         if not pending:
-            return
+            return out
         counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
         for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
             out.tokens[i] = len(full)
@@ -180,6 +178,7 @@ class Scanner:
             problem = prefix_error(self.renderer, where, prompt, full)
             if problem is not None:
                 out.token_errors[i] = problem
+        return out
 
     def _records(
         self, task: Task, data: bytes | None

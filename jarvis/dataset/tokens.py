@@ -154,7 +154,7 @@ class CompiledChatTemplate:
         self.template = template
         self.kwargs = kwargs
         # `Template.render`'s context starts from its globals, a ChainMap it copies key by
-        # key on each call (a tenth of a short render, profiled): copied once here.
+        # key on each call: copied once here (Qwen3 on NUS SMS's short rows: 0.92x, A/B).
         self.globals = dict(template.globals)
 
     def render(self, messages: list[dict[str, str]], generation: bool) -> str:
@@ -213,9 +213,9 @@ _FORMATS = ("format", "format_map")  # a string's methods the sandbox wraps when
 
 
 def _fast_sandbox(template: Any, source: str) -> Any:
-    """`template` compiled again in an overlay of its environment with two exact shortcuts
-    in jinja's immutable sandbox, where a template that reads every message spends half
-    its render:
+    """`template` compiled again in an overlay of its environment with exact shortcuts in
+    jinja's immutable sandbox, where a template that reads every message spends half its
+    render:
 
     - the check of an attribute is looked up once per (type, name): it is a function of
       those two alone (type tests against ABCs, and the name);
@@ -291,12 +291,10 @@ def _fast_sandbox(template: Any, source: str) -> Any:
     def call(context: Any, obj: Any, *args: Any, **kwargs: Any) -> Any:
         if type(obj) is BuiltinMethodType and type(obj.__self__) in (str, dict):
             # What the compiler passes inside loops and blocks, for context functions only.
+            # (The context turns a StopIteration into undefined; no such method raises one.)
             kwargs.pop("_loop_vars", None)
             kwargs.pop("_block_vars", None)
-            try:
-                return obj(*args, **kwargs)
-            except StopIteration:  # jinja's own answer to it (no such method raises it)
-                return plain_call(context, obj, *args, **kwargs)
+            return obj(*args, **kwargs)
         return plain_call(context, obj, *args, **kwargs)
 
     overlay.is_safe_attribute = is_safe_attribute

@@ -16,7 +16,7 @@ from jarvis.dataset.early import Early, guess_special_tokens
 from jarvis.dataset.records import cpus, input_order
 from jarvis.dataset.spill import Spill
 from jarvis.inputs import InputSpec
-from tokenizer_fixture import make_tokenizer
+from tokenizer_fixture import WORDS, make_tokenizer
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the early process forks: Linux only"
@@ -37,13 +37,11 @@ def _records(n: int, start: int = 0) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-@pytest.mark.parametrize("words", [None, "qwen", "llama", "digits"])
-def test_the_guess_from_files_is_what_the_loaded_tokenizer_says(
-    tmp_path: Path, words: str | None
-) -> None:
+@pytest.mark.parametrize("words", WORDS)
+def test_the_guess_from_files_is_what_the_loaded_tokenizer_says(tmp_path: Path, words: str) -> None:
     from jarvis.chat import load_tokenizer, special_tokens
 
-    folder = make_tokenizer(tmp_path / "tok", words=words or "gpt2", added=("<tool>",))
+    folder = make_tokenizer(tmp_path / "tok", words=words, added=("<tool>",))
     assert guess_special_tokens(folder) == special_tokens(load_tokenizer(folder))
 
 

@@ -111,9 +111,11 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
         ModelError: it cannot be loaded.
     """
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers import AutoTokenizer
-
     from jarvis.adapter import fetch_model
+    from jarvis.imports import transformers_scanned_once
+
+    with transformers_scanned_once():
+        from transformers import AutoTokenizer
 
     folder = fetch_model(path)  # a hub id: cached, downloaded, or a fast clear error offline
     try:

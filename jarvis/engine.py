@@ -673,7 +673,11 @@ def _load(model: str) -> tuple[Any, Any]:
     """
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import mlx.core as mx
-    from mlx_lm import load
+
+    from jarvis.imports import transformers_scanned_once
+
+    with transformers_scanned_once():
+        from mlx_lm import load
 
     try:
         result: Any = load(model)

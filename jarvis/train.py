@@ -402,8 +402,12 @@ def train(
     start = time.perf_counter()
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import mlx.core as mx
-    from mlx_lm import load, lora
-    from mlx_lm.tuner import datasets as mlx_datasets
+
+    from jarvis.imports import transformers_scanned_once
+
+    with transformers_scanned_once():
+        from mlx_lm import load, lora
+        from mlx_lm.tuner import datasets as mlx_datasets
 
     try:
         result: Any = load(str(folder))

@@ -12,7 +12,7 @@ import pytest
 
 from jarvis.contract import load_contract
 from jarvis.dataset import Recipe
-from jarvis.dataset.early import Early, guess_special_tokens
+from jarvis.dataset.early import Early, _added_tokens, guess_special_tokens
 from jarvis.dataset.records import cpus, input_order
 from jarvis.dataset.spill import Spill
 from jarvis.inputs import InputSpec
@@ -59,6 +59,27 @@ def test_the_tiny_models_guess_and_the_files_that_cannot_tell(
     assert guess_special_tokens(tmp_path) is None
 
 
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"version": "1.0", "added_tokens": [{"content": "<a>"}], "model": {"vocab": {}}},
+        {"model": {"vocab": {"x": 1}}, "added_tokens": [{"content": "<b>"}]},  # after
+        {"truncation": None, "added_tokens": [{"content": f"<t{i}>" * 40} for i in range(900)]},
+        {"version": "1.0", "added_tokens": None},
+        {"version": "1.0"},
+        [1, 2],
+    ],
+    ids=["first", "after-the-model", "past-the-head", "null", "none", "not-an-object"],
+)
+def test_the_added_tokens_read_from_the_head_are_the_whole_files(
+    tmp_path: Path, document: object
+) -> None:
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(document, indent=2))
+    whole = document.get("added_tokens") or [] if isinstance(document, dict) else None
+    assert _added_tokens(path) == whole
+
+
 def test_it_starts_only_where_it_pays(tmp_path: Path, tiny_model: Path) -> None:
     contract = load_contract("reply@1")
     src = tmp_path / "in.jsonl"
@@ -95,28 +116,41 @@ from jarvis.cli import cli
 
 src, out, jobs, tokenizer, mode = sys.argv[1:6]
 r.TASK_BYTES = 1 << 14
-guess, finish, scan_rows = e.guess_special_tokens, e.Early.finish, s.Scanner.scan_rows
+guess, ahead, scan_rows, run = (
+    e.guess_special_tokens, r.Workers._count_ahead, s.Scanner.scan_rows, e._run
+)
+told = []  # the early process's [next task, stop] words
 
 def in_early():
     return multiprocessing.current_process().name == "jarvis-early"
 
 def rows(self, task, data=None):
-    if in_early() and mode == "slow":
+    if in_early() and mode in ("slow", "late"):
         time.sleep(0.3)
     if in_early() and mode == "crash" and task.index == 2:
         raise MemoryError("gone")
-    return scan_rows(self, task, data)
+    done = scan_rows(self, task, data)
+    if in_early() and mode == "late" and told[0][e._STOP]:  # the task in hand at the stop
+        raise MemoryError("gone")
+    return done
 
 def guessed(folder):
     found = guess(folder)
     return tuple(sorted({*found, "<|bogus|>"})) if mode == "wrong" else found
 
-def finished(self, renderer):
-    n = finish(self, renderer)
-    print("early", n, file=sys.stderr)
-    return n
+def counted_ahead(self, tasks):
+    taken = self.early.tasks if self.early is not None else 0
+    slots, left = ahead(self, tasks)
+    if self.early is not None:  # tasks it took, those whose work stands
+        print("early", taken, self.early.tasks, file=sys.stderr)
+    return slots, left
 
-s.Scanner.scan_rows, e.guess_special_tokens, e.Early.finish = rows, guessed, finished
+def running(*args):
+    told.append(args[5])
+    return run(*args)
+
+s.Scanner.scan_rows, e.guess_special_tokens, e._run = rows, guessed, running
+r.Workers._count_ahead = counted_ahead
 cli(["render-dataset", "--contract", "reply@1", "--input", src, "--out", out, "-q",
      *(["--jobs", jobs] if jobs != "auto" else []), "--tokenizer", tokenizer,
      "--max-reject-rate", "0.5"])
@@ -125,14 +159,19 @@ cli(["render-dataset", "--contract", "reply@1", "--input", src, "--out", out, "-
 
 def _run(
     src: Path, out: Path, jobs: str, tokenizer: Path, mode: str
-) -> tuple[dict[str, bytes], int | None]:
+) -> tuple[dict[str, bytes], tuple[int, int] | None]:
+    """The output and, where the early process ran, the tasks it took and those kept."""
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(src), str(out), jobs, str(tokenizer), mode],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    early = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("early")]
+    early = [
+        (int(line.split()[1]), int(line.split()[2]))
+        for line in done.stderr.splitlines()
+        if line.startswith("early")
+    ]
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "manifest.json"}
     manifest = json.loads((out / "manifest.json").read_text())
     kept = ("files", "records", "rejects", "splits", "duplicates", "inputs")
@@ -159,20 +198,23 @@ def test_what_it_scans_while_the_tokenizer_loads_is_what_one_process_writes(
     assert none is None and b"<|im_end|>" in one["rejects.jsonl"]
     assert json.loads(one["manifest"])["duplicates"] == 1
     tasks = src.stat().st_size >> 14  # at least: tasks of 16 KB at most
-    for mode in ("plain", "slow", "wrong", "crash"):
+    for mode in ("plain", "slow", "wrong", "crash", "late"):
         files, early = _run(src, tmp_path / mode, "2", tiny_model, mode)
         assert files == one, mode
         assert early is not None
+        taken, kept = early
         if mode == "plain":  # it starts before transformers is imported (about a second)
-            assert early >= 1
+            assert kept == taken >= 1
         elif mode == "slow":  # stopped once the tokenizer was in: the rest scanned after
-            assert 1 <= early < tasks
+            assert 1 <= kept == taken < tasks
+        elif mode == "late":  # failed in the task in hand, its earlier tasks counting ahead
+            assert taken >= 2 and kept == 0
         else:  # a guess the loaded tokenizer does not confirm, or a failure: dropped
-            assert early == 0
+            assert taken == kept == 0
     # The CLI's default (no --jobs) starts it too where workers may run: on more than one CPU.
     files, early = _run(src, tmp_path / "auto", "auto", tiny_model, "plain")
     assert files == one
-    assert (early is not None and early >= 1) == (cpus() > 1)
+    assert (early is not None and early[1] >= 1) == (cpus() > 1)
 
 
 @linux_only

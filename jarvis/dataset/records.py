@@ -439,6 +439,7 @@ class Workers:
         self, tasks: Iterator[tuple[Task, bytes | None]]
     ) -> Iterator[tuple[tuple[Task, bytes | None], Scanned]]:
         """Yield each pass-1 task with its result, in task order."""
+        ahead, tasks = self._count_ahead(tasks)
         early = self.early.tasks if self.early is not None else 0
 
         def here(item: tuple[Task, bytes | None]) -> Scanned:
@@ -452,10 +453,40 @@ class Workers:
             return _scan_task, (task, self.spill.folder, self.spill.buckets_n)
 
         ordered: Iterator[tuple[tuple[Task, bytes | None], Scanned | ParkedScan]] = self._ordered(
-            tasks, here, remote, depth=3
+            tasks, here, remote, depth=3, window=ahead
         )
         for task, out in ordered:
             yield task, out.load() if isinstance(out, ParkedScan) else out
+
+    def _count_ahead(
+        self, tasks: Iterator[tuple[Task, bytes | None]]
+    ) -> tuple[deque[_Slot[Any, Any]], Iterator[tuple[Task, bytes | None]]]:
+        """Wait for the early process's task in hand (`Early.join`), the workers meanwhile
+        counting the tasks it parked before: a worker forked after the tokenizer loaded
+        would else wait idle, and this process too. Counting writes nothing, so where
+        `join` drops the early work their counts are dropped as well, and those tasks are
+        scanned again like the rest.
+
+        Returns:
+            The window's first slots (the counts under way), and the tasks left.
+        """
+        early, ahead = self.early, deque[_Slot[Any, Any]]()
+        if early is None or early.joined:
+            return ahead, tasks
+        if self.executor is not None:
+            # Parked: every task it took before the one it may still have in hand.
+            while len(ahead) < min(early.tasks - 1, 3 * self.count):
+                item = next(tasks, _END)
+                if item is _END:
+                    break
+                future = self.executor.submit(_count_task, item[0], early.path(item[0]))
+                ahead.append(_Slot(item, future))
+        if early.join():
+            return ahead, tasks
+        for slot in ahead:  # a count that runs already ends in an error nobody reads
+            assert slot.future is not None
+            slot.future.cancel()
+        return deque(), itertools.chain((slot.item for slot in ahead), tasks)
 
     def write(
         self, tmp: Path, spill: Spill, maps: Maps, has_rows: list[bool]
@@ -494,13 +525,15 @@ class Workers:
         remote: Callable[[T], tuple[Callable[..., R], tuple[Any, ...]]],
         *,
         depth: int,
+        window: deque[_Slot[T, R]] | None = None,
     ) -> Iterator[tuple[T, R]]:
         """Run every item here or in a worker; yield (item, result) in item order.
 
         Workers start once measurement says so; `depth`: items in flight per worker, and
-        `2 * depth` per process in the window at most.
+        `2 * depth` per process in the window at most; `window`: the first items' slots,
+        already under way (the items after them are `items`).
         """
-        window: deque[_Slot[T, R]] = deque()
+        window = deque() if window is None else window
         more = True
         try:
             while more or window:

@@ -1,14 +1,16 @@
 """Records rendered while the tokenizer loads.
 
-With `--tokenizer`, a run starts with a second or more on one CPU: transformers' import and
+With `--tokenizer`, a run starts with about a second on one CPU: transformers' import and
 the tokenizer's load, which every process that tokenizes needs (a worker forks after it, to
 inherit the tokenizer). Where workers run (`--jobs`), one process forked before the load
 (`Early`) takes the first tasks meanwhile and does every step of a task but the token count
 (`Scanner.scan_rows`: read, validate, render, check, hash, spill), which needs no tokenizer,
 only the control strings it will forbid in a record. Those are read from the tokenizer's
-files, a guess that `finish` checks against the loaded tokenizer's own (`special_tokens`):
+files, a guess that `stop` checks against the loaded tokenizer's own (`special_tokens`):
 on any difference the early work is dropped, and its tasks are scanned again as if it had
-never run. The tasks it did are then only counted (`Scanner.count`), here or in a worker.
+never run. The tasks it did are then only counted (`Scanner.count`), here or in a worker;
+those before the one it has in hand at `stop` even before `join` has waited for that one
+(`records.Workers`), as counting writes nothing that a failure there would leave behind.
 """
 
 from __future__ import annotations

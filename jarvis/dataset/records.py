@@ -479,6 +479,7 @@ class Workers:
                 item = next(tasks, _END)
                 if item is _END:
                     break
+                assert item[0].index < early.tasks - 1  # its tasks come first, in order
                 future = self.executor.submit(_count_task, item[0], early.path(item[0]))
                 ahead.append(_Slot(item, future))
         if early.join():

@@ -141,8 +141,8 @@ def guessed(folder):
 def counted_ahead(self, tasks):
     taken = self.early.tasks if self.early is not None else 0
     slots, left = ahead(self, tasks)
-    if self.early is not None:  # tasks it took, those whose work stands
-        print("early", taken, self.early.tasks, file=sys.stderr)
+    if self.early is not None:  # tasks it took, those whose work stands, counts under way
+        print("early", taken, self.early.tasks, len(slots), file=sys.stderr)
     return slots, left
 
 def running(*args):
@@ -159,8 +159,9 @@ cli(["render-dataset", "--contract", "reply@1", "--input", src, "--out", out, "-
 
 def _run(
     src: Path, out: Path, jobs: str, tokenizer: Path, mode: str
-) -> tuple[dict[str, bytes], tuple[int, int] | None]:
-    """The output and, where the early process ran, the tasks it took and those kept."""
+) -> tuple[dict[str, bytes], tuple[int, int, int] | None]:
+    """The output and, where the early process ran, the tasks it took, those kept and
+    those a worker counted while this process waited for it."""
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(src), str(out), jobs, str(tokenizer), mode],
         capture_output=True, text=True, timeout=300,
@@ -168,7 +169,7 @@ def _run(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     early = [
-        (int(line.split()[1]), int(line.split()[2]))
+        (int(line.split()[1]), int(line.split()[2]), int(line.split()[3]))
         for line in done.stderr.splitlines()
         if line.startswith("early")
     ]
@@ -202,11 +203,13 @@ def test_what_it_scans_while_the_tokenizer_loads_is_what_one_process_writes(
         files, early = _run(src, tmp_path / mode, "2", tiny_model, mode)
         assert files == one, mode
         assert early is not None
-        taken, kept = early
+        taken, kept, ahead = early
         if mode == "plain":  # it starts before transformers is imported (about a second)
             assert kept == taken >= 1
         elif mode == "slow":  # stopped once the tokenizer was in: the rest scanned after
             assert 1 <= kept == taken < tasks
+        if mode in ("plain", "slow") and taken >= 2:  # the worker counted what it parked
+            assert ahead >= 1
         elif mode == "late":  # failed in the task in hand, its earlier tasks counting ahead
             assert taken >= 2 and kept == 0
         else:  # a guess the loaded tokenizer does not confirm, or a failure: dropped

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from jarvis.dataset.tokens import SegmentEncoder
@@ -82,6 +82,9 @@ PLAIN = st.lists(
 @example(text="x   \n\n  y it's 12345 'LL!!\n")
 @example(text="Caf\u00e9 \u00a0\u00a0x it\u2019s \u00bd\u00b2 'ſ \u2003\u2003y")
 def test_words_give_rusts_ids(fast: Any, text: str) -> None:
+    # Words sees the text between added tokens (`SegmentEncoder` splits there first), and
+    # Hypothesis also draws the code's own string constants, `<|im_end|>` among them.
+    assume(not any(t.content in text for t in fast.get_added_tokens_decoder().values()))
     words = _words(fast)
     assert words is not None and words.chars is LATIN  # NFC or no normalizer: Latin too
     assert words.takes(text)

@@ -138,7 +138,6 @@ class Early:
     folder: Path  # its spill writer's, with its results
     special: tuple[str, ...]  # the control strings it renders with
     tasks: int = 0  # tasks it took (`stop`), or 0 once its work is dropped
-    joined: bool = False  # its work known to stand or dropped (`join`, `drop`)
 
     @classmethod
     def start(
@@ -200,16 +199,9 @@ class Early:
         """Wait for the task in hand (`stop` first); returns whether its work stands (else
         it is dropped, its tasks to be scanned again)."""
         self.process.join()
-        self.joined = True
         if self.process.exitcode != 0:
-            self.drop()
+            self.drop()  # again where `stop` dropped it: nothing left to remove
         return self.tasks > 0
-
-    def finish(self, renderer: RowRenderer) -> int:
-        """`stop` and `join`: how many tasks it scanned (0: its work was dropped)."""
-        if self.stop(renderer):
-            self.join()
-        return self.tasks
 
     def drop(self) -> None:
         """End the process if it runs, and remove all it wrote."""
@@ -218,7 +210,6 @@ class Early:
         self.process.join()
         shutil.rmtree(self.folder, ignore_errors=True)
         self.tasks = 0
-        self.joined = True
 
     def path(self, task: Task) -> Path:
         """Where its results of `task` are parked (`Scanned.park`; read only once it has

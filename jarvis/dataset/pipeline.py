@@ -138,10 +138,8 @@ def render_dataset(
             startup = time.perf_counter() - started  # what a worker pays again before a task
             gc_settings = few_collections()  # before a fork: a forked worker inherits them
             pool = start_early(recipe, contract, renderer, explicit, size)
-            if early is not None and pool is not None:
-                early.stop(renderer)  # `Workers` joins it, the workers counting meanwhile
-            elif early is not None:
-                early.finish(renderer)
+            if early is not None:
+                early.stop(renderer)  # `Workers` joins it, any workers counting meanwhile
             bar = _progress_bar(size) if progress and sys.stderr.isatty() else None
             writer = spill.writer("main")
             scanner = Scanner(contract, renderer, recipe, writer)

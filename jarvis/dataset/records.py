@@ -362,6 +362,9 @@ def cpus() -> int:
         return os.cpu_count() or 1
 
 
+_DEPTH = 3  # pass-1 tasks in flight per worker (`Workers._ordered`)
+
+
 class Workers:
     """Where tasks run: this process, plus `jobs - 1` worker processes when they pay.
 
@@ -453,7 +456,7 @@ class Workers:
             return _scan_task, (task, self.spill.folder, self.spill.buckets_n)
 
         ordered: Iterator[tuple[tuple[Task, bytes | None], Scanned | ParkedScan]] = self._ordered(
-            tasks, here, remote, depth=3, window=ahead
+            tasks, here, remote, depth=_DEPTH, window=ahead
         )
         for task, out in ordered:
             yield task, out.load() if isinstance(out, ParkedScan) else out
@@ -471,11 +474,11 @@ class Workers:
             The window's first slots (the counts under way), and the tasks left.
         """
         early, ahead = self.early, deque[_Slot[Any, Any]]()
-        if early is None or early.joined:
+        if early is None:
             return ahead, tasks
         if self.executor is not None:
             # Parked: every task it took before the one it may still have in hand.
-            while len(ahead) < min(early.tasks - 1, 3 * self.count):
+            while len(ahead) < min(early.tasks - 1, _DEPTH * self.count):
                 item = next(tasks, _END)
                 if item is _END:
                     break

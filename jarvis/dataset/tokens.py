@@ -159,19 +159,18 @@ class CompiledChatTemplate:
 
     def render(self, messages: list[dict[str, str]], generation: bool) -> str:
         """The template's text for `messages`, as `apply_chat_template` renders it: what
-        `Template.render` does, from the copied globals."""
+        `Template.render` does, from the copied globals (a shared context: used as given)."""
         template = self.template
-        env = template.environment
         context = dict(self.globals)
         context.update(
             messages=messages, tools=None, documents=None, add_generation_prompt=generation,
             **self.kwargs,
         )  # fmt: skip
-        ctx = env.context_class(env, context, template.name, template.blocks, template.globals)
+        ctx = template.new_context(context, shared=True)
         try:
-            return str(env.concat(template.root_render_func(ctx)))
+            return str(template.environment.concat(template.root_render_func(ctx)))
         except Exception:  # noqa: BLE001 - jinja's own handling: its error, with the template's line
-            env.handle_exception()
+            template.environment.handle_exception()
             raise  # not reached: handle_exception raises
 
     @classmethod

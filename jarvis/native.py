@@ -94,6 +94,17 @@ class _Builder:
     def model(self, model: type[BaseModel]) -> int:
         if model in self.models:
             return self.models[model]
+        self.check_supported(model)
+        k = self.models[model] = len(self.models)
+        body: list[str] = []
+        for name, field in model.model_fields.items():
+            body += self.field(name, field)
+        lines = [f"def m{k}(v):", " n = 0", " o = {}", *body, " if n != len(v): return None"]
+        self.lines += [*lines, " return o"]
+        return k
+
+    def check_supported(self, model: type[BaseModel]) -> None:
+        """Raise `_Unsupported` where pydantic may do more than check types and sizes."""
         info = model.__pydantic_decorators__
         if (
             info.validators
@@ -106,17 +117,40 @@ class _Builder:
             raise _Unsupported
         if not set(model.model_config) <= _CONFIG:
             raise _Unsupported
-        k = self.models[model] = len(self.models)
-        body: list[str] = []
-        for name, field in model.model_fields.items():
+        for field in model.model_fields.values():
             if field.alias is not None or field.validation_alias is not None:
                 raise _Unsupported
             if any(type(m) not in (MinLen, MaxLen) for m in field.metadata):
                 raise _Unsupported
-            body += self.field(name, field)
-        lines = [f"def m{k}(v):", " n = 0", " o = {}", *body, " if n != len(v): return None"]
-        self.lines += [*lines, " return o"]
-        return k
+
+    def inline(self, model: type[BaseModel], var: str, depth: int) -> tuple[list[str], str] | None:
+        """A model of required scalar fields checked in place, its dump a dict display: no
+        call and no counting per object (a message of a thread), or None for the others."""
+        self.check_supported(model)
+        fields = model.model_fields
+        for field in fields.values():
+            kind = field.annotation
+            origin, args = typing.get_origin(kind), typing.get_args(kind)
+            scalar = kind in _SCALARS or origin is typing.Literal
+            scalar = scalar or (
+                origin in (typing.Union, UnionType) and all(a in _SCALARS for a in args)
+            )
+            if not field.is_required() or not scalar:
+                return None
+        # Every field present, each check refusing the missing marker M, and no other key.
+        lines = [f"if type({var}) is not dict or len({var}) != {len(fields)}: return None"]
+        items = []
+        for i, (name, field) in enumerate(fields.items()):
+            key, item = self.const(name), f"y{depth}_{i}"
+            check, _ = self.value(field.annotation, item, depth + 1)
+            lines += [f"{item} = {var}.get({key}, M)", *check]
+            for m in field.metadata:
+                bound = m.min_length if isinstance(m, MinLen) else m.max_length
+                sign = "<" if isinstance(m, MinLen) else ">"
+                lines.append(f"if len({item}) {sign} {int(bound)}: return None")
+            items.append(f"{key}: {item}")
+        dumped = f"d{depth}"
+        return [*lines, f"{dumped} = {{{', '.join(items)}}}"], dumped
 
     def field(self, name: str, field: Any) -> list[str]:
         key = self.const(name)
@@ -180,6 +214,9 @@ class _Builder:
                       f" {out}.append({dumped})"]  # fmt: skip
             return lines, out
         if isinstance(kind, type) and issubclass(kind, BaseModel):
+            inline = self.inline(kind, var, depth)
+            if inline is not None:
+                return inline
             k = self.model(kind)
             dumped = f"d{depth}"
             return [f"if type({var}) is not dict: return None", f"{dumped} = m{k}({var})",

@@ -9,7 +9,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jarvis.contract import load_contract
 from jarvis.dataset import Recipe, format_summary, load_manifest, render_dataset
@@ -1107,3 +1110,36 @@ def test_the_plain_validation_path_writes_what_pydantic_does(
     assert plain_manifest["records"] == slow_manifest["records"]
     assert plain_manifest["rejects"] == slow_manifest["rejects"]
     assert 50 < plain_manifest["rejects"] < 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(system=st.text(st.characters(codec="utf-8")), user=st.text(max_size=5))
+def test_every_chat_row_starts_with_the_head_the_spill_leaves_out(system: str, user: str) -> None:
+    # The spill stores a row without `row_head` and pass 2 writes it back: it must be the
+    # bytes orjson gives every row of the contract, whatever its system prompt holds.
+    from types import SimpleNamespace
+
+    from jarvis.dataset.row import row_head
+
+    contract: Any = SimpleNamespace(system_prompt=system)
+    head = row_head(contract, "chat")
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    row = orjson.dumps({"messages": messages, "id": "0123456789abcdef"})
+    assert head.endswith(b"},") and row.startswith(head) and row[len(head) :].startswith(b"{")
+    assert row_head(contract, "completions") == row_head(contract, "text") == b""
+
+
+def test_the_rows_written_hold_their_head_once(tmp_path: Path) -> None:
+    from jarvis.dataset.row import RowRenderer, row_head
+
+    src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(200)])
+    render_dataset(recipe(src), tmp_path / "out", jobs=1)
+    contract = load_contract("reply@1")
+    head = row_head(contract, "chat")
+    row, _, _ = RowRenderer(contract, recipe(src)).render(None, "x", {"messages": [
+        {"sender": "A", "text": "b"}], "reply": "c"})  # fmt: skip
+    assert head and row.startswith(head)
+    for name in ("train", "valid", "test"):
+        for line in (tmp_path / "out" / f"{name}.jsonl").read_bytes().splitlines():
+            assert line.startswith(head) and line.count(head) == 1
+            assert orjson.loads(line)["messages"][0]["content"] == contract.system_prompt

@@ -21,6 +21,7 @@ records = st.fixed_dictionaries(
     {"text": texts},
     optional={"retrieved": st.lists(st.fixed_dictionaries({"reply": texts}), max_size=2)},
 )
+HEAD = b'{"messages":[{"role":"system","content":"Be brief.\\n"},'  # what chat rows start with
 spilled = st.lists(
     st.tuples(records, st.integers(0, 2), st.integers(0, 2), st.sampled_from(["a", "b.c", "d"])),
     min_size=0,
@@ -29,10 +30,11 @@ spilled = st.lists(
 
 
 def expected(
-    lines: list[bytes], units: list[array[int]], split_of: bytes
+    lines: list[bytes], units: list[array[int]], split_of: bytes, head: bytes
 ) -> tuple[list[bytes], bytes]:
-    """What the bucket must hold, read line by line: sorted, then each kept line's row in
-    its split (a repeat copy in train only) and each record's entry."""
+    """What the bucket must hold, read line by line: sorted, then each kept line's row (its
+    head, which the spill leaves out, then the rest) in its split (a repeat copy in train
+    only) and each record's entry."""
     rows: list[list[bytes]] = [[] for _ in SPLITS]
     entries: list[bytes] = []
     for line in sorted(lines):
@@ -43,7 +45,7 @@ def expected(
         s, payload = split_of[unit], line[33:]
         if line[28:32] != b"0000":
             if s == TRAIN:
-                rows[s].append(payload)
+                rows[s].append(head + payload)
             continue
         row, spilled = payload.split(b"\t")
         entry = spilled[8:]  # after the 8 hex digits of where its split's quote is
@@ -54,7 +56,7 @@ def expected(
         assert entry[:at] == b'{"id":%s,"split":' % rid and entry.endswith(
             b',"record":%s}' % record
         )
-        rows[s].append(row)
+        rows[s].append(head + row)
     lines_of = [b"".join(r + b"\n" for r in rs) for rs in rows]
     return lines_of, b"".join(e + b"\n" for e in entries)
 
@@ -67,7 +69,8 @@ def test_a_bucket_holds_what_its_sorted_lines_say(
     data: st.DataObject,
 ) -> None:
     folder = tmp_path_factory.mktemp("spill")
-    spill = Spill(folder / "spill", 32)
+    head = data.draw(st.sampled_from([b"", HEAD]))
+    spill = Spill(folder / "spill", 32, row_head=head)
     writers = [spill.writer("main"), spill.writer("w1")]  # two processes' files
     units: list[array[int]] = [array("i") for _ in range(3)]  # three tasks
     try:
@@ -77,7 +80,7 @@ def test_a_bucket_holds_what_its_sorted_lines_say(
             text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
             made = hashlib.sha256(text).hexdigest()[:16]
             rid = orjson.dumps(data.draw(st.sampled_from([made, made * 9]) | texts))  # own ids
-            row = orjson.dumps({"messages": [{"role": "user", "content": record["text"]}]})
+            row = head + orjson.dumps({"messages": [{"role": "user", "content": record["text"]}]})
             writer = writers[n % 2]
             # Keys whose first byte is 3: all in bucket 0 of 32 (its top 5 bits); some equal,
             # as a duplicate's are, so that seq and copy order them.
@@ -89,8 +92,9 @@ def test_a_bucket_holds_what_its_sorted_lines_say(
             writer.close()
     lines = spill.bucket(0, keep=True)
     split_of = bytes(data.draw(st.sampled_from([0, 1, 2])) for _ in items)
-    want_rows, want_entries = expected(lines, units, split_of)
-    got = bucket_output(spill.bucket_bytes(0), Maps(units, bytearray(split_of)), None, None)
+    want_rows, want_entries = expected(lines, units, split_of, head)
+    maps = Maps(units, bytearray(split_of))
+    got = bucket_output(spill.bucket_bytes(0), maps, None, None, row_head=head)
     assert [bytes(r) for r, _ in got.rows] == want_rows
     assert [n for _, n in got.rows] == [r.count(b"\n") for r in want_rows]
     assert bytes(got.records[0]) == want_entries

@@ -30,7 +30,7 @@ from jarvis.dataset.records import (
     stop_pool,
 )
 from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
-from jarvis.dataset.row import RowRenderer
+from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import Scanner
 from jarvis.dataset.spill import Spill, bucket_count
 from jarvis.dataset.write import Maps, write_buckets
@@ -127,7 +127,8 @@ def render_dataset(
         *([recipe.tokenizer] if recipe.tokenizer is not None else []),
     ]
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
-        spill = Spill(tmp / ".spill", bucket_count(size))
+        head = row_head(contract, recipe.format)
+        spill = Spill(tmp / ".spill", bucket_count(size), row_head=head)
         # Where workers may share the counting of what the early process scans.
         shared = may_start_workers(explicit, size)
         early = Early.start(recipe, contract, input_order(files), spill, shared)

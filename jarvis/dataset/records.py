@@ -27,7 +27,7 @@ from jarvis.contract import Contract, load_contract
 from jarvis.dataset.dedup import SeenSet
 from jarvis.dataset.early import Early
 from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
-from jarvis.dataset.row import RowRenderer
+from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
 from jarvis.dataset.write import THE_REST, TRAIN_ROWS, Maps, merge_files, write_buckets
@@ -202,7 +202,9 @@ def _warm() -> None:
 def _worker_spill(folder: Path, buckets: int) -> Spill:
     global _SPILL
     if _SPILL is None or _SPILL.folder != folder:
-        _SPILL = Spill(folder, buckets, create=False)
+        assert _SCANNER is not None
+        head = row_head(_SCANNER.contract, _SCANNER.renderer.format)
+        _SPILL = Spill(folder, buckets, create=False, row_head=head)
     return _SPILL
 
 

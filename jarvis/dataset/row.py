@@ -195,6 +195,15 @@ class RowRenderer:
         return repr(self.tokenizer.decode(list(ids)))
 
 
+def row_head(contract: Contract, format: str) -> bytes:
+    """The bytes every row of `format` starts with: a chat row's system message, the same
+    in every row (`Contract.messages` puts it first), else none."""
+    if format != "chat":
+        return b""
+    system = orjson.dumps({"messages": [{"role": "system", "content": contract.system_prompt}]})
+    return system[: -len(b"]}")] + b","
+
+
 def prefix_error(
     renderer: RowRenderer, where: str, prompt: list[int], full: list[int]
 ) -> str | None:

@@ -62,10 +62,13 @@ class SpillWriter:
     numbers), then per line its length and its row's length (32 bits each), then the lines,
     padded to 8 bytes: pass 2 finds every line and row from the numbers, without a scan of
     the bytes for newlines and tabs (`line_index`).
+
+    A row is spilled without `row_head`, the bytes every row starts with (`Spill`).
     """
 
-    def __init__(self, folder: Path, buckets: int) -> None:
+    def __init__(self, folder: Path, buckets: int, row_head: bytes = b"") -> None:
         folder.mkdir(parents=True)
+        self.row_head = row_head
         # The bucket is the top bits of the 8-byte shuffle key, all in its first byte.
         assert buckets <= 256
         self.shift = 8 - (buckets.bit_length() - 1)
@@ -77,6 +80,8 @@ class SpillWriter:
 
     def add(self, key: bytes, seq: int, copy: int, row: bytes) -> None:
         """A `--repeat` copy of a row (train only), under its own 8-byte shuffle key."""
+        assert row.startswith(self.row_head)
+        row = row[len(self.row_head) :]
         line = b"%s%012x%04x\t%s\n" % (hexlify(key), seq, copy, row)
         bucket = key[0] >> self.shift
         self.lines[bucket].append(line)
@@ -87,6 +92,8 @@ class SpillWriter:
     ) -> None:
         """A record's copy 0: the row, then where its entry's split is, then its
         records.jsonl entry as if in train (formatted once, no payload joined first)."""
+        assert row.startswith(self.row_head)
+        row = row[len(self.row_head) :]
         line = b'%s%012x0000\t%s\t%08x{"id":%s,"split":"train","tag":%s,"record":%s}\n' % (
             hexlify(key), seq, row, _SPLIT_AT + len(rid), rid, tag, record,
         )  # fmt: skip
@@ -140,17 +147,22 @@ def line_index(data: bytes | bytearray) -> tuple[Any, Any, Any]:
 class Spill:
     """The spill folder: one `SpillWriter` per process, read back merged by bucket."""
 
-    def __init__(self, folder: Path, buckets: int, *, create: bool = True) -> None:
+    def __init__(
+        self, folder: Path, buckets: int, *, create: bool = True, row_head: bytes = b""
+    ) -> None:
         if create:  # a worker opens the folder the main process made
             folder.mkdir()
         self.folder = folder
         self.buckets_n = buckets
+        # What every row starts with (a chat row's system message, `row.row_head`): left out
+        # of the spill, a third of its bytes, and written back by pass 2 (`write`).
+        self.row_head = row_head
         # seq -> unit, one array per task (-1: not kept), filled by the main process.
         self.units: list[array[int]] = []
         self._folders: list[Path] | None = None
 
     def writer(self, name: str) -> SpillWriter:
-        return SpillWriter(self.folder / name, self.buckets_n)
+        return SpillWriter(self.folder / name, self.buckets_n, self.row_head)
 
     def bucket(self, i: int, *, keep: bool = False) -> list[bytes]:
         """Bucket `i`'s lines from every process, sorted, without their newlines (and

@@ -8,6 +8,7 @@ writes its files in order, and hashes them as it goes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from array import array
 from collections.abc import Iterable, Sequence
@@ -146,6 +147,7 @@ def bucket_output(
     rag: _RagRows | None,
     rag_field: str | None,
     share: Share = EVERYTHING,
+    row_head: bytes = b"",
 ) -> Bucket:
     """Form one bucket's output from its spilled lines (`Spill.bucket_bytes`, any order):
     the files of `share` (the others' parts are left empty).
@@ -153,7 +155,7 @@ def bucket_output(
     The lines are ordered and mapped to units and splits as whole arrays: a line's place is
     its 32 hex digits (shuffle key, seq, copy), the same order as sorting the lines. Each
     output line is then one slice of `data` (a row, or a records.jsonl entry with its split
-    written in place: `data` is edited).
+    written in place: `data` is edited); a row after `row_head`, which the spill left out.
     """
     import numpy as np
 
@@ -184,13 +186,17 @@ def bucket_output(
         assert share is EVERYTHING  # rows re-rendered with exemplars: one process
         return _rag_output(view, rag, rag_field, unit, split, repeat, entry, quote, lines)
     rows: list[tuple[bytes | memoryview, int]] = []
+    # "\n" + head, then each row's rest, every one followed by "\n" + head: one join, and the
+    # first newline and the last head cut off (a view, not a copy).
+    between = b"\n" + row_head
     for s in range(len(SPLITS)):
         if not share.forms(s):
             rows.append((b"", 0))
             continue
         mine = split == s
         a, b = row_start[mine].tolist(), row_end[mine].tolist()
-        rows.append((b"\n".join([view[x:y] for x, y in zip(a, b, strict=True)] + [b""]), len(a)))
+        joined = between.join([b"", *[view[x:y] for x, y in zip(a, b, strict=True)], b""])
+        rows.append((memoryview(joined)[1 : len(joined) - len(row_head)], len(a)))
     if not share.records:
         return Bucket(rows, (b"", 0), _NONE)
     entry = _name_splits(raw, entry, quote, names)
@@ -306,8 +312,9 @@ def write_buckets(
         The files written (sha256, rows) and, with `rag`, per split how many records carry
         a non-empty RAG block, counted as they are written (else zeros: pass 1 counts them).
     """
+    data = functools.partial(spill.bucket_bytes, keep=keep, reader=reader)
     buckets = (
-        bucket_output(spill.bucket_bytes(i, keep=keep, reader=reader), maps, rag, rag_field, share)
+        bucket_output(data(i), maps, rag, rag_field, share, spill.row_head)
         for i in range(spill.buckets_n)
     )
     wanted = [has and share.forms(s) for s, has in enumerate(has_rows)]

@@ -73,6 +73,16 @@ def plain_dumper(
     return function
 
 
+def _lengths(field: Any, var: str) -> list[str]:
+    """The lines that return None where `var` breaks the field's `min_length`/`max_length`."""
+    out = []
+    for m in field.metadata:
+        bound = m.min_length if isinstance(m, MinLen) else m.max_length
+        sign = "<" if isinstance(m, MinLen) else ">"
+        out.append(f"if len({var}) {sign} {int(bound)}: return None")
+    return out
+
+
 class _Builder:
     """Emits one function `m<k>(v)` per model; `v` is a dict, the result a dict or None."""
 
@@ -143,11 +153,7 @@ class _Builder:
         for i, (name, field) in enumerate(fields.items()):
             key, item = self.const(name), f"y{depth}_{i}"
             check, _ = self.value(field.annotation, item, depth + 1)
-            lines += [f"{item} = {var}.get({key}, M)", *check]
-            for m in field.metadata:
-                bound = m.min_length if isinstance(m, MinLen) else m.max_length
-                sign = "<" if isinstance(m, MinLen) else ">"
-                lines.append(f"if len({item}) {sign} {int(bound)}: return None")
+            lines += [f"{item} = {var}.get({key}, M)", *check, *_lengths(field, item)]
             items.append(f"{key}: {item}")
         dumped = f"d{depth}"
         return [*lines, f"{dumped} = {{{', '.join(items)}}}"], dumped
@@ -180,11 +186,7 @@ class _Builder:
             out.append("  if x is not None:")
             inner = "   "
         check, value = self.value(kind, "x", 0)
-        out += [inner + line for line in check]
-        for m in field.metadata:
-            bound = m.min_length if isinstance(m, MinLen) else m.max_length
-            sign = "<" if isinstance(m, MinLen) else ">"
-            out.append(f"{inner}if len(x) {sign} {int(bound)}: return None")
+        out += [inner + line for line in [*check, *_lengths(field, "x")]]
         out.append(f"{inner}o[{key}] = {value}")
         return out
 

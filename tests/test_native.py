@@ -131,6 +131,10 @@ def test_valid_records_take_the_plain_path(schema: type[BaseModel], value: dict[
         (ReplyInput, {"messages": []}),  # min_length
         (ReplyInput, {"messages": [{"sender": "S", "text": "t"}], "extra": 1}),
         (ReplyInput, {"messages": [{"sender": "S", "text": 1}]}),
+        (ReplyInput, {"messages": [{"sender": "S", "text": "t", "extra": 1}]}),  # in place
+        (ReplyInput, {"messages": [{"sender": "S"}]}),
+        (Rich, {"must": 1, "picks": [], "pair": {"a": "b", "kind": 1, "u": 2, "n": 0}}),
+        (Rich, {"must": 1, "picks": [], "pairs": [{"a": "", "kind": 1, "u": 2}]}),  # min_length
         (Rich, {"must": True}),  # an int is never a bool
         (Rich, {"must": 1, "s": "abcdef"}),  # max_length
         (Rich, {"must": 1, "u": 1.5}),

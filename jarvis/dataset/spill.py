@@ -157,7 +157,7 @@ class Spill:
         self.folder = folder
         self.buckets_n = buckets
         # What every row starts with (a chat row's system message, `row.row_head`): left out
-        # of the spill, a third of its bytes, and written back by pass 2 (`write`).
+        # of the spill (28% of its bytes for the benchmark's records), written back by pass 2.
         self.row_head = row_head
         # seq -> unit, one array per task (-1: not kept), filled by the main process.
         self.units: list[array[int]] = []

@@ -276,11 +276,7 @@ def render_template(template: jinja2.Template, context: Mapping[str, Any], *, wh
     Raises:
         ContractError: the template failed (undefined attribute, sandbox violation).
     """
-    direct: DirectTemplate | None
-    try:  # `_direct`'s fast case, written out (render-dataset renders per record)
-        direct = template.jarvis_direct  # type: ignore[attr-defined]
-    except AttributeError:
-        direct = _direct(template)
+    direct = _direct(template)
     if direct is not None and direct.useful:
         text = direct.try_render(context)
         if text is not None:

@@ -87,10 +87,16 @@ def test_a_bucket_holds_what_its_sorted_lines_say(
             writer.add_record(_key(b"%d" % (n % 5)), seq, row, rid, orjson.dumps(tag), text)
             for c in range(1, copies + 1):
                 writer.add(_key(b"c%d" % (n % 3)), seq, c, row)
+            if n % 3 == 2:  # a block per flush, as a task's end writes one
+                writer.flush()
+        for writer in writers:
+            writer.flush()
     finally:
         for writer in writers:
             writer.close()
     lines = spill.bucket(0, keep=True)
+    assert len(lines) == sum(1 + copies for _, copies, _, _ in items)  # every line written
+    assert not head or not any(head in line for line in lines)  # left out, put back below
     split_of = bytes(data.draw(st.sampled_from([0, 1, 2])) for _ in items)
     want_rows, want_entries = expected(lines, units, split_of, head)
     maps = Maps(units, bytearray(split_of))

@@ -15,7 +15,6 @@ import pickle
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from jarvis.errors import ContractError, RecordError
 from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
 from jarvis.native import plain_dumper
 from jarvis.schemas import Record, dump_identity, record_identity
-from jarvis.splits import prefixed_digest, unit_key_prefix
+from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 
 _PLAIN_GROUPS = (str, int, bool, str | None, int | None, bool | None)
 # A task's records to count tokens of: (index in the task, messages, row).
@@ -115,8 +114,6 @@ class Scanner:
         self.spill = spill  # a worker's is set with its first task
         self.has_id = "id" in contract.schema.model_fields
         self.has_tags = "tags" in contract.schema.model_fields
-        # A dump's keys are field names: where all but `id` sort after it, so does the first.
-        self.after_id = all(name > "id" for name in contract.schema.model_fields if name != "id")
         self.group_field = contract.group_key
         # (bit, pass or fail) with its arguments bound once.
         named = [(name, args or {}) for spec in contract.spec.checks for name, args in spec.items()]
@@ -130,7 +127,6 @@ class Scanner:
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
-        self.shuffle_original = self.shuffle_prefix + b"\x00"
         self.repeat = recipe.repeat
         self.tag_json: dict[str, bytes] = {}
         # Validation and dump in one plain function where the schema allows (`native`); a
@@ -277,7 +273,7 @@ class Scanner:
                 out.ids[i] = explicit
             if explicit is not None and record.get("id") == rid:
                 rid_json = orjson.dumps(rid)
-            elif "id" not in record and record and (self.after_id or min(record) > "id"):
+            elif "id" not in record and record and min(record) > "id":
                 text = b'{"id":%s,%s' % (rid_json, text[1:])
             else:
                 record["id"] = rid
@@ -289,9 +285,8 @@ class Scanner:
             out.tags[i] = tag
         if self.block is not None and self.block in text:
             out.blocks.append(i)
-        # `splits.prefixed_key` and `prefixed_digest`, written out: two calls less a record.
         out.content.append(int.from_bytes(digest[:8], "big"))
-        out.key.append(int.from_bytes(sha256(self.record_prefix + digest).digest()[:8], "big"))
+        out.key.append(prefixed_key(self.record_prefix, digest))
         out.mask.append(mask)
         # Records of an untagged input may carry their own tag; a tagged input tags them all.
         name = tag if own_tags and tag is not None and tag != task.tag else task.tag
@@ -301,7 +296,7 @@ class Scanner:
         spill = self.spill
         assert spill is not None
         spill.add_record(
-            sha256(self.shuffle_original + digest).digest()[:8],
+            prefixed_digest(self.shuffle_prefix, b"\x00" + digest),
             seq,
             row,
             rid_json,

@@ -82,26 +82,29 @@ class SpillWriter:
 
     def add(self, key: bytes, seq: int, copy: int, row: bytes) -> None:
         """A `--repeat` copy of a row (train only), under its own 8-byte shuffle key."""
-        assert row.startswith(self.row_head)
-        row = row[len(self.row_head) :]
-        line = b"%s%012x%04x\t%s\n" % (hexlify(key), seq, copy, row)
+        rest = self._rest(row)
+        line = b"%s%012x%04x\t%s\n" % (hexlify(key), seq, copy, rest)
         bucket = key[0] >> self.shift
         self.lines[bucket].append(line)
-        self.sizes[bucket].extend((len(line), len(row)))
+        self.sizes[bucket].extend((len(line), len(rest)))
 
     def add_record(
         self, key: bytes, seq: int, row: bytes, rid: bytes, tag: bytes, record: bytes
     ) -> None:
         """A record's copy 0: the row, then where its entry's split is, then its
         records.jsonl entry as if in train (formatted once, no payload joined first)."""
-        assert row.startswith(self.row_head)
-        row = row[len(self.row_head) :]
+        rest = self._rest(row)
         line = b'%s%012x0000\t%s\t%08x{"id":%s,"split":"train","tag":%s,"record":%s}\n' % (
-            hexlify(key), seq, row, _SPLIT_AT + len(rid), rid, tag, record,
+            hexlify(key), seq, rest, _SPLIT_AT + len(rid), rid, tag, record,
         )  # fmt: skip
         bucket = key[0] >> self.shift
         self.lines[bucket].append(line)
-        self.sizes[bucket].extend((len(line), len(row)))
+        self.sizes[bucket].extend((len(line), len(rest)))
+
+    def _rest(self, row: bytes) -> bytes:
+        """The row without `row_head` (which every row starts with: checked)."""
+        assert row.startswith(self.row_head)
+        return row[len(self.row_head) :]
 
     def flush(self) -> None:
         """Write what was added since the last flush, a block per bucket."""

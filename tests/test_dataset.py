@@ -430,6 +430,27 @@ def test_token_stats_and_overlength(tmp_path: Path, tokenizer_dir: Path) -> None
     assert reject["reason"] == f"{reject['tokens']} tokens > --max-seq-length {limit}"
 
 
+def test_tokens_counted_batch_by_batch_match_one_batch(
+    tmp_path: Path, tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A task's records are counted a batch at a time (`scan._COUNT_BATCH`, to bound the
+    # memory a batch of encodings takes): every count lands on its own record.
+    from jarvis.dataset import scan
+
+    records = [reply(i) for i in range(100)]
+    records[45]["reply"] = "word " * 400  # over the limit, in the seventh batch of 7
+    a = write_jsonl(tmp_path / "a.jsonl", records)
+    settings = {"tokenizer": str(tokenizer_dir), "max_seq_length": 300, "on_overlength": "drop"}
+    render_dataset(recipe(a, **settings), tmp_path / "whole")
+    monkeypatch.setattr(scan, "_COUNT_BATCH", 7)
+    manifest = render_dataset(recipe(a, **settings), tmp_path / "batched")
+    whole = {p.name: p.read_bytes() for p in (tmp_path / "whole").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "batched").iterdir()} == whole
+    assert manifest["rejects_overlength"] == 1
+    (reject,) = read_rows(tmp_path / "batched" / "rejects.jsonl")
+    assert reject["line"] == 46
+
+
 def test_prompt_that_is_not_a_token_prefix_fails(tmp_path: Path) -> None:
     # A template whose generation prompt opens a think block the rendered row does not have.
     template = CHATML.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\nok'")

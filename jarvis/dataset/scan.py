@@ -34,6 +34,9 @@ from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
 _PLAIN_GROUPS = (str, int, bool, str | None, int | None, bool | None)
 # A task's records to count tokens of: (index in the task, messages, row).
 Pending = list[tuple[int, list[dict[str, str]], bytes]]
+# Records counted in one `tokens_many` call: a whole task's texts, pieces and ids at once
+# took 33 MB more peak memory at 1,000,000 records with Qwen2.5 (378 against 345 MB).
+_COUNT_BATCH = 2048
 TASK_BYTES = 1 << 20  # a task's input: big enough to amortize a round trip, small to balance
 
 
@@ -172,13 +175,15 @@ class Scanner:
         pending, out.pending = out.pending, []
         if not pending:
             return out
-        counted = self.renderer.tokens_many([(m, row) for _, m, row in pending])
-        for (i, _, _), (full, prompt) in zip(pending, counted, strict=True):
-            out.tokens[i] = len(full)
-            where = f"{task.path}:{out.lines[i]}"
-            problem = prefix_error(self.renderer, where, prompt, full)
-            if problem is not None:
-                out.token_errors[i] = problem
+        for at in range(0, len(pending), _COUNT_BATCH):
+            part = pending[at : at + _COUNT_BATCH]
+            counted = self.renderer.tokens_many([(m, row) for _, m, row in part])
+            for (i, _, _), (full, prompt) in zip(part, counted, strict=True):
+                out.tokens[i] = len(full)
+                where = f"{task.path}:{out.lines[i]}"
+                problem = prefix_error(self.renderer, where, prompt, full)
+                if problem is not None:
+                    out.token_errors[i] = problem
         return out
 
     def _records(

@@ -23,8 +23,8 @@ from jarvis.errors import DatasetError, InputError
 DEFAULT_TAG = "default"
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_BOM = b"\xef\xbb\xbf"
-_WS = b" \t\r\n"
+BOM = b"\xef\xbb\xbf"
+JSON_SPACE = b" \t\r\n"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,9 @@ def _decode_error(file: str, line: int, data: bytes, why: str) -> RawRecord:
     return RawRecord(file, line, data.decode("utf-8", "replace"), None, why, blob=data)
 
 
-def _parse_object(file: str, line: int, data: bytes) -> RawRecord:
+def parse_object(file: str, line: int, data: bytes) -> RawRecord:
+    """One line's bytes as a record: its JSON object, or the reason it is none (not UTF-8,
+    not JSON, not an object)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -143,16 +145,16 @@ def iter_file(path: Path, shown: str) -> Iterator[RawRecord]:
     try:
         with _open(path) as fh:
             head = _head(fh)
-            stripped = head[3:] if head.startswith(_BOM) else head
-            if stripped.lstrip(_WS).startswith(b"["):
+            stripped = head[3:] if head.startswith(BOM) else head
+            if stripped.lstrip(JSON_SPACE).startswith(b"["):
                 data = head + fh.read()
-                yield from _iter_array(data[3:] if head.startswith(_BOM) else data, shown)
+                yield from _iter_array(data[3:] if head.startswith(BOM) else data, shown)
                 return
             if path.name.endswith((".json", ".json.gz")):
                 # A `.json` file may hold one pretty-printed record: as JSONL every line of it
                 # would be rejected. If the whole file is not one object, it is JSONL after all.
                 data = head + fh.read()
-                body = data[3:] if data.startswith(_BOM) else data
+                body = data[3:] if data.startswith(BOM) else data
                 single = _single_object(body, shown)
                 if single is not None:
                     yield single
@@ -167,7 +169,7 @@ def _head(fh: IO[bytes]) -> bytes:
     """The first bytes, read on past leading whitespace: the first non-blank byte decides
     the format."""
     head = fh.read(4096)
-    while not head.removeprefix(_BOM).lstrip(_WS):
+    while not head.removeprefix(BOM).lstrip(JSON_SPACE):
         more = fh.read(1 << 16)
         if not more:
             break
@@ -182,7 +184,7 @@ def plain_lines(path: Path) -> bool:
     if path.name.endswith((".gz", ".json")):
         return False
     with path.open("rb") as fh:
-        return not _head(fh).removeprefix(_BOM).lstrip(_WS).startswith(b"[")
+        return not _head(fh).removeprefix(BOM).lstrip(JSON_SPACE).startswith(b"[")
 
 
 def _single_object(body: bytes, shown: str) -> RawRecord | None:
@@ -193,7 +195,7 @@ def _single_object(body: bytes, shown: str) -> RawRecord | None:
         return None
     if not isinstance(value, dict):
         return None
-    line = body[: len(body) - len(body.lstrip(_WS))].count(b"\n") + 1
+    line = body[: len(body) - len(body.lstrip(JSON_SPACE))].count(b"\n") + 1
     return RawRecord(shown, line, body.decode("utf-8").strip(), value)
 
 
@@ -220,13 +222,13 @@ def _iter_lines(head: bytes, fh: IO[bytes], shown: str) -> Iterator[RawRecord]:
         number += 1
         if first:
             first = False
-            if raw.startswith(_BOM):
+            if raw.startswith(BOM):
                 raw = raw[3:]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if not raw.strip(_WS):
+        if not raw.strip(JSON_SPACE):
             continue
-        yield _parse_object(shown, number, raw)
+        yield parse_object(shown, number, raw)
 
 
 def _iter_array(data: bytes, shown: str) -> Iterator[RawRecord]:

@@ -1069,12 +1069,12 @@ def test_the_last_megabytes_of_a_file_are_cut_in_ever_smaller_tasks(
 ) -> None:
     import itertools
 
-    from jarvis.dataset.records import _file_tasks, _Input
+    from jarvis.dataset.records import InputStats, file_tasks
 
     monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 4096)
     src = write_jsonl(tmp_path / "in.jsonl", [reply(i) for i in range(800)])
-    item = _Input(path=str(src), tag="default", sha256="")
-    tasks = [t for t, _ in _file_tasks(0, src, "default", itertools.count().__next__, item)]
+    item = InputStats(path=str(src), tag="default", sha256="")
+    tasks = [t for t, _ in file_tasks(0, src, "default", itertools.count().__next__, item)]
     size = src.stat().st_size
     longest = max(len(line) for line in src.read_bytes().splitlines(keepends=True))
     # Each task is cut at a line end after its nominal size: 4 KB while more than 32 KB are

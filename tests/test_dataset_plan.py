@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from jarvis.contract import load_contract
 from jarvis.dataset import Recipe
-from jarvis.dataset.plan import _plan
-from jarvis.dataset.records import _State
+from jarvis.dataset.plan import plan_splits
+from jarvis.dataset.records import PassOneState
 from jarvis.splits import assign
 
 TAGS = ["a", "b", "c"]
@@ -72,7 +72,7 @@ def test_plan_splits_records_by_their_units(
         if g >= 0:
             order.setdefault(g, len(order))
     records = [(t, order.get(g, -1), k) for t, g, k in records]
-    state = _State(tags=list(TAGS))
+    state = PassOneState(tags=list(TAGS))
     state.tag_of = array("H", [t for t, _, _ in records])
     state.group_of = array("i", [g for _, g, _ in records])
     state.key_of = array("Q", [k for _, _, k in records])
@@ -82,7 +82,7 @@ def test_plan_splits_records_by_their_units(
     recipe = Recipe.build(
         contract="reply@1", inputs=["x.jsonl"], train_only=[TAGS[t] for t in forced], split=ratios
     )
-    plan = _plan(recipe, load_contract("reply@1"), state)
+    plan = plan_splits(recipe, load_contract("reply@1"), state)
     want = _expected(records, group_keys, forced, ratios)
     assert list(plan.split_of) == want
     # Train counts each record once here (no --repeat); every record lands in one split.

@@ -30,7 +30,7 @@ def _render(out: Path, inputs: list[str], **options: Any) -> dict[str, Any]:
     return render_dataset(recipe, out)
 
 
-def _manifest(folder: Path) -> dict[str, Any]:
+def build_manifest(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / "manifest.json").read_text()))
 
 
@@ -149,7 +149,7 @@ def test_verify_re_retrieves_and_fails_on_a_changed_store(
     # The manifest edited to match the grown store: the foreign exemplar is still caught.
     from jarvis.files import sha256_file
 
-    manifest = _manifest(copy)
+    manifest = build_manifest(copy)
     with ExemplarStore(copy / "exemplars.sqlite") as store:
         manifest["retrieval"]["fingerprint"] = store.fingerprint
     manifest["files"]["exemplars.sqlite"]["sha256"] = sha256_file(copy / "exemplars.sqlite")
@@ -172,8 +172,8 @@ def test_diff_reports_exemplar_changes(rag_dataset: Path, tmp_path: Path) -> Non
     [line] = [x for x in result.stdout.splitlines() if x.startswith("# exemplars: ")]
     changed = int(line.split()[2])
     assert 0 < changed < 127
-    assert line.endswith(f"{small}: {_manifest(small)['retrieval']['exemplars']} exemplars "
-                         f"({_manifest(small)['retrieval']['fingerprint'][:12]})")  # fmt: skip
+    assert line.endswith(f"{small}: {build_manifest(small)['retrieval']['exemplars']} exemplars "
+                         f"({build_manifest(small)['retrieval']['fingerprint'][:12]})")  # fmt: skip
     assert "exemplars (" in result.stdout.splitlines()[-1]
 
 
@@ -265,7 +265,7 @@ def test_caller_rag_blocks_in_every_training_row_warn_when_a_prompt_lacks_one(
     block = [{"message": "you up?", "reply": "ya"}]
     records = [{**r, "retrieved": block} for r in REPLY_RECORDS]
     data = write_dataset(tmp_path / "data", records)
-    assert _manifest(data)["rag"] == {
+    assert build_manifest(data)["rag"] == {
         "field": "retrieved", "rows_with_block": {"test": 1.0, "train": 1.0, "valid": 1.0},
     }  # fmt: skip
     adapter = train_tiny(data, tiny_model, tmp_path / "adapter", 2)

@@ -153,11 +153,11 @@ class Early:
         Returns:
             It, or None where it would not run.
         """
-        from jarvis.dataset.records import _threads
+        from jarvis.dataset.records import thread_count
 
         if not workers or recipe.tokenizer is None or recipe.format == "text":
             return None
-        if not sys.platform.startswith("linux") or _threads() != 1:
+        if not sys.platform.startswith("linux") or thread_count() != 1:
             return None
         folder = Path(recipe.tokenizer).expanduser()
         special = guess_special_tokens(folder) if folder.is_dir() else None
@@ -223,17 +223,17 @@ def _run(
 ) -> None:  # fmt: skip
     """The early process: scan the tasks of the `plain` JSONL inputs in order until told to
     stop."""
-    from jarvis.dataset.records import _exit_with_parent, _file_tasks, _Input, few_collections
+    from jarvis.dataset.records import InputStats, exit_with_parent, few_collections, file_tasks
 
-    _exit_with_parent()
+    exit_with_parent()
     few_collections()
     writer = spill.writer(NAME)
     scanner = Scanner(contract, renderer, recipe, writer)
     number = itertools.count().__next__
     try:
         for file, (spec, path) in enumerate(plain):
-            item = _Input(path=str(path), tag=spec.tag, sha256="")
-            for task, data in _file_tasks(file, path, spec.tag, number, item):
+            item = InputStats(path=str(path), tag=spec.tag, sha256="")
+            for task, data in file_tasks(file, path, spec.tag, number, item):
                 with lock:  # taken only while the main process has not said stop
                     if shared[_STOP]:
                         return

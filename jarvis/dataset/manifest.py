@@ -14,9 +14,9 @@ import orjson
 from pydantic import ValidationError
 
 from jarvis.contract import Contract
-from jarvis.dataset.plan import _Plan, _split_summary
+from jarvis.dataset.plan import SplitPlan, split_summary
 from jarvis.dataset.recipe import MANIFEST, RECORDS, REJECTS, Recipe
-from jarvis.dataset.records import _State
+from jarvis.dataset.records import PassOneState
 from jarvis.errors import (
     DatasetError,
     InputError,
@@ -26,17 +26,19 @@ from jarvis.inputs import InputSpec
 from jarvis.splits import SPLITS
 
 
-def _manifest(
+def build_manifest(
     recipe: Recipe,
     contract: Contract,
-    state: _State,
-    plan: _Plan,
+    state: PassOneState,
+    plan: SplitPlan,
     files: dict[str, dict[str, Any]],
     version: str,
 ) -> dict[str, Any]:
+    """The manifest of a render: its recipe, contract, inputs, splits and `files` written,
+    stamped with jarvis's `version`."""
     tokens = recipe.tokenizer is not None
     splits = {
-        name: _split_summary(recipe, contract, state, plan, s, tokens)
+        name: split_summary(recipe, contract, state, plan, s, tokens)
         for s, name in enumerate(SPLITS)
         if f"{name}.jsonl" in files
     }
@@ -85,7 +87,8 @@ def _stored_recipe(recipe: Recipe, contract: Contract) -> dict[str, Any]:
     return data
 
 
-def _manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
+    """`manifest.json`'s bytes: indented, keys sorted, one final newline."""
     return orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
 
 

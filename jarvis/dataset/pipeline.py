@@ -13,23 +13,23 @@ import orjson
 
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.early import Early
-from jarvis.dataset.manifest import _manifest, _manifest_bytes
-from jarvis.dataset.plan import _check_composition, _plan, _share
+from jarvis.dataset.manifest import build_manifest, manifest_bytes
+from jarvis.dataset.plan import enforce_composition, plan_splits, share_of
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
 from jarvis.dataset.records import (
+    PassOneState,
     Workers,
-    _pass_one,
-    _State,
     few_collections,
     input_order,
     may_start_workers,
     one_thread_per_process,
+    pass_one,
     restore_collections,
     start_early,
     starts_workers,
     stop_pool,
 )
-from jarvis.dataset.retrieval import EXEMPLARS, _retrieve_rows
+from jarvis.dataset.retrieval import EXEMPLARS, retrieve_rows
 from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import Scanner
 from jarvis.dataset.spill import Spill, bucket_count
@@ -186,18 +186,18 @@ def _render_into(
 
     try:
         with (tmp / REJECTS).open("wb") as rejects_out:
-            state = _pass_one(recipe, contract, renderer, files, workers, spill, rejects_out, bar)
+            state = pass_one(recipe, contract, renderer, files, workers, spill, rejects_out, bar)
         _check_option_tags(recipe, set(state.tags))
     finally:
         # Every process flushes its spill files after each task: pass 2 can read them now.
         if bar is not None:
             bar.render_finish()
     _check_rejects(recipe, state)
-    plan = _plan(recipe, contract, state)
-    _check_composition(recipe, contract, state, plan)
+    plan = plan_splits(recipe, contract, state)
+    enforce_composition(recipe, contract, state, plan)
     rag, retrieval = None, None
     if contract.retrieval is not None:
-        rag, retrieval = _retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
+        rag, retrieval = retrieve_rows(tmp, recipe, contract, renderer, spill, state, plan)
     try:
         maps = Maps(spill.units, plan.split_of)
         has_rows = [sum(rows) > 0 for rows in plan.rows]
@@ -218,17 +218,17 @@ def _render_into(
         written[REJECTS] = {"sha256": sha256_file(tmp / REJECTS), "rows": state.reject_count}
     else:
         (tmp / REJECTS).unlink()
-    manifest = _manifest(recipe, contract, state, plan, written, __version__)
+    manifest = build_manifest(recipe, contract, state, plan, written, __version__)
     if contract.rag_field is not None:
         shares = {
-            name: _share(with_block[s], sum(plan.records[s]))
+            name: share_of(with_block[s], sum(plan.records[s]))
             for s, name in enumerate(SPLITS)
             if sum(plan.records[s])
         }
         manifest["rag"] = {"field": contract.rag_field, "rows_with_block": shares}
     if retrieval is not None:
         manifest["retrieval"] = retrieval
-    (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
+    (tmp / MANIFEST).write_bytes(manifest_bytes(manifest))
     return manifest
 
 
@@ -261,7 +261,7 @@ def _progress_bar(total: int) -> Any:
     return bar
 
 
-def _check_rejects(recipe: Recipe, state: _State) -> None:
+def _check_rejects(recipe: Recipe, state: PassOneState) -> None:
     invalid = state.reject_count - state.overlength
     if state.total == 0 or invalid / state.total <= recipe.max_reject_rate:
         return

@@ -12,7 +12,7 @@ from typing import Any
 
 from jarvis.contract import Contract
 from jarvis.dataset.recipe import Recipe
-from jarvis.dataset.records import _numpy, _State
+from jarvis.dataset.records import PassOneState, as_numpy
 from jarvis.errors import (
     DatasetError,
 )
@@ -22,7 +22,9 @@ from jarvis.splits import SPLITS, TRAIN, assign
 
 
 @dataclass
-class _Plan:
+class SplitPlan:
+    """Each unit's split, and what every split holds per tag and per check."""
+
     split_of: bytearray
     rows: list[list[int]]  # [split][tag] -> rows (train counts repeats)
     records: list[list[int]]  # [split][tag] -> unique records
@@ -32,15 +34,21 @@ class _Plan:
     blocks: list[int]  # [split] -> records whose RAG block is not empty (found in pass 1)
 
 
-def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
+def plan_splits(recipe: Recipe, contract: Contract, state: PassOneState) -> SplitPlan:
+    """Assign every unit (a group, or a record of no group) its split, stratified per tag,
+    `--train-only` tags to train, and count what each split holds.
+
+    Returns:
+        The plan pass 2 writes by and the manifest counts from.
+    """
     # Whole-array numpy steps (a Python loop here cost about 2 us a record), in the narrowest
     # types: at a million records every int64 temporary is 8 MB of peak memory.
     import numpy as np
 
     n = len(state.tag_of)
     ntags = len(state.tags)
-    tag_of = _numpy(state.tag_of)  # uint16
-    group_of = _numpy(state.group_of)  # int32
+    tag_of = as_numpy(state.tag_of)  # uint16
+    group_of = as_numpy(state.group_of)  # int32
     forced_tags = sorted({state.tags.index(t) for t in recipe.train_only})
     is_forced = np.isin(tag_of, forced_tags).astype(np.uint8)
     # Units: groups first (index = group id), then ungrouped records in input order.
@@ -59,7 +67,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         sizes = np.bincount(members, minlength=ngroups).astype(np.uint32)
         del grouped, members
         unit_split = assign(
-            np.concatenate([np.array(state.group_keys, np.uint64), _numpy(state.key_of)[loose]]),
+            np.concatenate([np.array(state.group_keys, np.uint64), as_numpy(state.key_of)[loose]]),
             np.concatenate([strata, tag_of[loose]]),
             np.concatenate([sizes, np.ones(len(loose), dtype=np.uint32)]),
             np.concatenate([forced, is_forced[loose]]),
@@ -70,7 +78,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         del unit_of
     else:  # every record a unit of its own, in input order: no gathers (8 MB each at 1M)
         unit_split = assign(
-            _numpy(state.key_of), tag_of, np.ones(n, dtype=np.uint8), is_forced, recipe.split
+            as_numpy(state.key_of), tag_of, np.ones(n, dtype=np.uint8), is_forced, recipe.split
         )
         split = np.frombuffer(unit_split, dtype=np.uint8)
     del is_forced
@@ -78,7 +86,7 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
     repeat = np.array([recipe.repeat.get(t, 1) for t in state.tags] or [1], dtype=np.int32)
     weight = np.where(split == TRAIN, repeat[tag_of], np.int32(1))
     cell = split.astype(np.int32) * ntags + tag_of  # [split][tag], flattened
-    masks = _numpy(state.checks_of)
+    masks = as_numpy(state.checks_of)
 
     def per_cell(values: Any) -> list[list[int]]:
         # bincount's float sums are exact far past any count here (2**53).
@@ -92,19 +100,20 @@ def _plan(recipe: Recipe, contract: Contract, state: _State) -> _Plan:
         for s in range(len(SPLITS)):
             per_check[s][bit] = int(weight[hit & (split == s)].sum(dtype=np.int64))
     passed = masks == np.uint64((1 << nchecks) - 1)
-    tokens = _numpy(state.tokens_of)
-    return _Plan(
+    tokens = as_numpy(state.tokens_of)
+    return SplitPlan(
         split_of=bytearray(split.tobytes()),
         rows=per_cell(weight),
         records=per_cell(1),
         passed=per_cell(np.where(passed, weight, np.int32(0))),
         per_check=per_check,
         tokens=[array("I", tokens[split == s].tobytes()) for s in range(len(SPLITS))],
-        blocks=np.bincount(split[_numpy(state.blocked)], minlength=len(SPLITS)).tolist(),
+        blocks=np.bincount(split[as_numpy(state.blocked)], minlength=len(SPLITS)).tolist(),
     )
 
 
-def _share(part: int, whole: int) -> float:
+def share_of(part: int, whole: int) -> float:
+    """`part / whole` to six places, 0.0 for an empty whole (the manifest's shares)."""
     return round(part / whole, 6) if whole else 0.0
 
 
@@ -119,9 +128,11 @@ def _token_stats(lengths: Sequence[int]) -> dict[str, float | int]:
     }
 
 
-def _split_summary(
-    recipe: Recipe, contract: Contract, state: _State, plan: _Plan, s: int, tokens: bool
+def split_summary(
+    recipe: Recipe, contract: Contract, state: PassOneState, plan: SplitPlan, s: int, tokens: bool
 ) -> dict[str, Any]:
+    """The manifest's summary of split `s`: rows, records, tags, repeats, compliance, and
+    token statistics where `tokens` were counted."""
     rows = sum(plan.rows[s])
     names = [_check_name(c) for c in contract.spec.checks]
     out: dict[str, Any] = {
@@ -131,17 +142,19 @@ def _split_summary(
             t: {
                 "rows": plan.rows[s][i],
                 "records": plan.records[s][i],
-                "share": _share(plan.rows[s][i], rows),
+                "share": share_of(plan.rows[s][i], rows),
             }
             for i, t in enumerate(state.tags)
         },
         "repeats": {t: n for t, n in sorted(recipe.repeat.items())} if s == TRAIN else {},
         "compliance": {
-            "overall": _share(sum(plan.passed[s]), rows),
+            "overall": share_of(sum(plan.passed[s]), rows),
             "per_tag": {
-                t: _share(plan.passed[s][i], plan.rows[s][i]) for i, t in enumerate(state.tags)
+                t: share_of(plan.passed[s][i], plan.rows[s][i]) for i, t in enumerate(state.tags)
             },
-            "per_check": {name: _share(plan.per_check[s][b], rows) for b, name in enumerate(names)},
+            "per_check": {
+                name: share_of(plan.per_check[s][b], rows) for b, name in enumerate(names)
+            },
         },
     }
     if tokens and plan.tokens[s]:
@@ -153,7 +166,15 @@ def _check_name(spec: Mapping[str, Any]) -> str:
     return next(iter(spec))
 
 
-def _check_composition(recipe: Recipe, contract: Contract, state: _State, plan: _Plan) -> None:
+def enforce_composition(
+    recipe: Recipe, contract: Contract, state: PassOneState, plan: SplitPlan
+) -> None:
+    """Refuse a plan that would not train: no valid record, a split under
+    `--min-split-rows`, a tag under its `--min-ratio`, or train under `--min-compliant`.
+
+    Raises:
+        DatasetError: naming the threshold, what the plan has, and what would meet it.
+    """
     if not state.tag_of:
         raise DatasetError(
             f"no valid records: all {state.total} records were rejected; nothing to train on"

@@ -24,7 +24,7 @@ MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
 REJECTS = "rejects.jsonl"
 BUCKETS = 32  # shuffle buckets: one holds ~1/32 of the rendered rows in memory at a time
-_SHOWN_ERRORS = 5
+SHOWN_ERRORS = 5
 Format = Literal["chat", "completions", "text"]
 
 

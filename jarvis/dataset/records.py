@@ -26,7 +26,7 @@ import orjson
 from jarvis.contract import Contract, load_contract
 from jarvis.dataset.dedup import SeenSet
 from jarvis.dataset.early import Early
-from jarvis.dataset.recipe import _SHOWN_ERRORS, Recipe
+from jarvis.dataset.recipe import SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
@@ -40,7 +40,9 @@ _RAW_CHUNK = 512  # records per task for inputs the main process reads itself
 
 
 @dataclass
-class _Input:
+class InputStats:
+    """One input file's counts for the manifest."""
+
     path: str
     tag: str
     sha256: str
@@ -51,7 +53,7 @@ class _Input:
 
 
 @dataclass
-class _State:
+class PassOneState:
     """What pass 1 keeps per unique record: a few numbers in compact arrays."""
 
     tags: list[str]
@@ -65,7 +67,7 @@ class _State:
     ids: SeenSet = field(default_factory=SeenSet)
     groups: dict[str, int] = field(default_factory=dict)
     group_keys: list[int] = field(default_factory=list)
-    inputs: list[_Input] = field(default_factory=list)
+    inputs: list[InputStats] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
     reject_count: int = 0
     overlength: int = 0
@@ -74,11 +76,11 @@ class _State:
 
 
 def _reject(
-    state: _State, out: IO[bytes], file: str, line: int, reason: str, raw: tuple[str, str | None],
-    **extra: Any,
+    state: PassOneState, out: IO[bytes], file: str, line: int, reason: str,
+    raw: tuple[str, str | None], **extra: Any,
 ) -> None:  # fmt: skip
     state.reject_count += 1
-    if len(state.rejects) < _SHOWN_ERRORS:
+    if len(state.rejects) < SHOWN_ERRORS:
         state.rejects.append(f"{file}:{line}: {reason}")
     text, b64 = raw
     entry = {"file": file, "line": line, "reason": reason, **extra, "raw": text}
@@ -100,8 +102,8 @@ def input_order(files: list[tuple[InputSpec, Path]]) -> list[tuple[InputSpec, Pa
     return sorted(files, key=lambda f: (f[0].tag == DEFAULT_TAG, f[0].tag, str(f[1])))
 
 
-def _file_tasks(
-    file: int, path: Path, tag: str, number: Callable[[], int], item: _Input
+def file_tasks(
+    file: int, path: Path, tag: str, number: Callable[[], int], item: InputStats
 ) -> Iterator[tuple[Task, bytes | None]]:
     """Cut one file into tasks; sets `item.sha256`. Plain JSONL is cut at line boundaries
     and hashed on the way (one read); other formats are read here, record by record."""
@@ -154,7 +156,7 @@ _SPILL: Spill | None = None
 _START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _exit_with_parent() -> None:
+def exit_with_parent() -> None:
     """Exit this worker as soon as the process that started it dies (even by SIGKILL).
 
     A pool worker blocks on its task pipe, which every worker holds both ends of: without
@@ -180,7 +182,7 @@ def _exit_with_parent() -> None:
 
 def _init_worker(recipe: Recipe, root: str) -> None:
     global _SCANNER
-    _exit_with_parent()
+    exit_with_parent()
     if _PARENT is not None and _PARENT[0] is recipe:  # forked: the same objects, in memory
         _, contract, renderer = _PARENT
     else:
@@ -296,12 +298,12 @@ def _start_method() -> str:
     jarvis again, but forking a process whose other threads (tokenizers, mlx, BLAS) may hold
     locks can deadlock: only on Linux, and only while this process runs one thread (as the
     CLI does when `--jobs` starts its workers, before it loads anything else)."""
-    if sys.platform.startswith("linux") and _threads() == 1:
+    if sys.platform.startswith("linux") and thread_count() == 1:
         return "fork"
     return _START_METHOD
 
 
-def _threads() -> int:
+def thread_count() -> int:
     """This process's OS threads (0: unknown)."""
     try:
         return len(os.listdir("/proc/self/task"))
@@ -634,7 +636,7 @@ def _in_flight(window: deque[_Slot[Any, Any]]) -> int:
 # --- pass 1 -------------------------------------------------------------------------------
 
 
-def _pass_one(
+def pass_one(
     recipe: Recipe,
     contract: Contract,
     renderer: RowRenderer,
@@ -643,10 +645,23 @@ def _pass_one(
     spill: Spill,
     rejects_out: IO[bytes],
     progress: Any,
-) -> _State:
+) -> PassOneState:
+    """Pass 1: every input's tasks scanned (`workers`), their results committed in input
+    order (dedup, ids, groups, rejects to `rejects_out`, token limits).
+
+    Returns:
+        What pass 1 keeps per unique record, for the plan.
+
+    Raises:
+        TokenizationError: a row over `--max-seq-length` (unless dropped), or a prompt that
+            is not a token prefix of its row; the first in input order.
+        ContractError: a template that failed on a record's data.
+        InputError: an input that cannot be read, or a JSON array malformed as a whole.
+        DatasetError: an input file with no records.
+    """
     tags = sorted({spec.tag for spec, _ in files})
     tag_index = {t: i for i, t in enumerate(tags)}
-    state = _State(tags=tags)
+    state = PassOneState(tags=tags)
     seed = recipe.seed
     max_len = recipe.max_seq_length
     drop_long = recipe.on_overlength == "drop"
@@ -656,9 +671,9 @@ def _pass_one(
 
     def tasks() -> Iterator[tuple[Task, bytes | None]]:
         for file, (spec, path) in enumerate(order):
-            item = _Input(path=str(path), tag=spec.tag, sha256="")
+            item = InputStats(path=str(path), tag=spec.tag, sha256="")
             state.inputs.append(item)
-            yield from _file_tasks(file, path, spec.tag, number, item)
+            yield from file_tasks(file, path, spec.tag, number, item)
 
     last_file = -1
     for (task, data), out in workers.results(tasks()):
@@ -681,7 +696,7 @@ def _pass_one(
         if not (rejects or ids or tags_of or tokenized or out.contract_error) and FAST_COMMIT:
             # The common task (nothing rejected, no ids, tags or tokens): whole arrays.
             kept = _plain_kept(state.seen.pending, out, hits)
-            state.seen.pending.update(_numpy(out.content)[kept].tolist())
+            state.seen.pending.update(as_numpy(out.content)[kept].tolist())
             _keep(state, out, kept, array("H", [file_tag]) * len(kept), units, seed)
             dropped = limit - len(kept)  # every other record was a duplicate
         else:
@@ -770,7 +785,7 @@ def _pass_one(
 FAST_COMMIT = True  # tests turn it off to compare with the record-by-record commit
 
 
-def _numpy(values: array[int]) -> Any:
+def as_numpy(values: array[int]) -> Any:
     """A numpy view of a typed array (the same C type, no copy)."""
     import numpy as np
 
@@ -786,7 +801,7 @@ def _plain_kept(pending: set[int], out: Scanned, hits: Any) -> Any:
     (`hits` for its sorted part, `pending` for the rest) nor an earlier record's copy."""
     import numpy as np
 
-    content = _numpy(out.content)
+    content = as_numpy(out.content)
     fresh = np.flatnonzero(~hits)
     if pending:
         new = [value not in pending for value in content[fresh].tolist()]
@@ -797,7 +812,7 @@ def _plain_kept(pending: set[int], out: Scanned, hits: Any) -> Any:
 
 
 def _keep(
-    state: _State, out: Scanned, kept: Any, tags: array[int], units: array[int], seed: int
+    state: PassOneState, out: Scanned, kept: Any, tags: array[int], units: array[int], seed: int
 ) -> None:
     """Make the `kept` records of a task units, in order: their numbers, tags, keys, token
     counts, checks and groups (a group's key made when it is first met)."""
@@ -805,13 +820,13 @@ def _keep(
 
     kept = np.asarray(kept, dtype=np.int64)
     start = len(state.tag_of)
-    np.put(_numpy(units), kept, np.arange(start, start + len(kept), dtype=np.int32))
+    np.put(as_numpy(units), kept, np.arange(start, start + len(kept), dtype=np.int32))
     state.tag_of.extend(tags)
-    state.key_of.frombytes(_numpy(out.key)[kept].tobytes())
-    state.tokens_of.frombytes(_numpy(out.tokens)[kept].tobytes())
-    state.checks_of.frombytes(_numpy(out.mask)[kept].tobytes())
+    state.key_of.frombytes(as_numpy(out.key)[kept].tobytes())
+    state.tokens_of.frombytes(as_numpy(out.tokens)[kept].tobytes())
+    state.checks_of.frombytes(as_numpy(out.mask)[kept].tobytes())
     if out.blocks:
-        where = np.flatnonzero(np.isin(kept, _numpy(out.blocks)))
+        where = np.flatnonzero(np.isin(kept, as_numpy(out.blocks)))
         state.blocked.frombytes((where + start).astype(np.uint32).tobytes())
     groups, gid_of, keys = out.groups, state.groups, state.group_keys
     new_id = gid_of.setdefault
@@ -822,7 +837,7 @@ def _keep(
         keys.append(unit_key(seed, b"group", name.encode()))
 
 
-def _check_empty(inputs: list[_Input], n: int) -> None:
+def _check_empty(inputs: list[InputStats], n: int) -> None:
     item = inputs[n] if 0 <= n < len(inputs) else None
     if item is not None and item.records == 0:
         raise DatasetError(f"{item.path}: empty input file (no records); nothing to train on")

@@ -11,9 +11,9 @@ from typing import IO, Any
 import orjson
 
 from jarvis.contract import Contract
-from jarvis.dataset.plan import _Plan, _share
+from jarvis.dataset.plan import SplitPlan, share_of
 from jarvis.dataset.recipe import Recipe
-from jarvis.dataset.records import _State
+from jarvis.dataset.records import PassOneState
 from jarvis.dataset.row import RowRenderer, prefix_error
 from jarvis.dataset.spill import Spill, entry_parts
 from jarvis.errors import (
@@ -27,7 +27,7 @@ EXEMPLARS = "exemplars.sqlite"
 _BATCH = 512  # rows tokenized together (the fast tokenizer's batch call)
 
 
-class _RagRows:
+class RagRows:
     """Each record's row and record re-rendered with its exemplars, in a temp file by unit."""
 
     def __init__(self, path: Path, units: int) -> None:
@@ -52,15 +52,15 @@ class _RagRows:
         self.fh.close()
 
 
-def _retrieve_rows(
+def retrieve_rows(
     tmp: Path,
     recipe: Recipe,
     contract: Contract,
     renderer: RowRenderer,
     spill: Spill,
-    state: _State,
-    plan: _Plan,
-) -> tuple[_RagRows, dict[str, Any]]:
+    state: PassOneState,
+    plan: SplitPlan,
+) -> tuple[RagRows, dict[str, Any]]:
     """Build the exemplar store from the train split, then fill every record's RAG block.
 
     Leave-one-out for train rows (never the record itself, its thread, or its own reply);
@@ -87,7 +87,7 @@ def _retrieve_rows(
         tmp / EXEMPLARS, items, contract=contract.name, key=contract.retrieval_key,
         built_by=f"jarvis render-dataset --contract {contract.ref} (train split)",
     )  # fmt: skip
-    rows = _RagRows(spill.folder / "rag", len(state.tag_of))
+    rows = RagRows(spill.folder / "rag", len(state.tag_of))
     with_exemplars = [0] * len(SPLITS)
     shown = [0] * len(SPLITS)
     max_len = recipe.max_seq_length
@@ -141,7 +141,7 @@ def _retrieve_rows(
         records = sum(plan.records[s])
         if records:
             splits[name] = {
-                "rows_with_exemplars": _share(with_exemplars[s], records),
+                "rows_with_exemplars": share_of(with_exemplars[s], records),
                 "mean_exemplars": round(shown[s] / records, 4),
             }
     info = {

@@ -26,7 +26,7 @@ from jarvis.dataset.recipe import Recipe
 from jarvis.dataset.row import RowRenderer, prefix_error
 from jarvis.dataset.spill import SEQ_BITS, SpillWriter, block_needle
 from jarvis.errors import ContractError, RecordError
-from jarvis.inputs import _BOM, _WS, DEFAULT_TAG, TAG_PATTERN, RawRecord, _parse_object
+from jarvis.inputs import BOM, DEFAULT_TAG, JSON_SPACE, TAG_PATTERN, RawRecord, parse_object
 from jarvis.native import plain_dumper
 from jarvis.schemas import Record, dump_identity, record_identity
 from jarvis.splits import prefixed_digest, prefixed_key, unit_key_prefix
@@ -209,11 +209,11 @@ class Scanner:
         for piece in data.split(b"\n"):
             line += 1
             start, offset = offset, offset + len(piece) + 1
-            if line == 1 and piece.startswith(_BOM):
+            if line == 1 and piece.startswith(BOM):
                 piece, start = piece[3:], start + 3
             if crlf and piece.endswith(b"\r"):
                 piece = piece[:-1]
-            if piece[:1] != b"{" and not piece.strip(_WS):  # (no copy for a record's line)
+            if piece[:1] != b"{" and not piece.strip(JSON_SPACE):  # (no copy for a record's line)
                 continue
             try:
                 value = loads(piece)
@@ -223,7 +223,7 @@ class Scanner:
             if type(value) is dict:
                 yield line, span, value, None
             else:  # the exact reason, as the reader words it
-                yield line, span, None, _parse_object(task.path, line, piece)
+                yield line, span, None, parse_object(task.path, line, piece)
 
     def _reject(self, out: Scanned, i: int, reason: str) -> None:
         # Only the reason travels: the verbatim text is re-read from the span (or the raws).

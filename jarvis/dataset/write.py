@@ -34,7 +34,7 @@ from jarvis.dataset.spill import (
 from jarvis.splits import SPLITS, TRAIN
 
 if TYPE_CHECKING:
-    from jarvis.dataset.retrieval import _RagRows
+    from jarvis.dataset.retrieval import RagRows
 
 _SPLIT_JSON = [b'"%s"' % name.encode() for name in SPLITS]
 
@@ -144,7 +144,7 @@ def _hex(digits: Any) -> Any:
 def bucket_output(
     data: bytearray,
     maps: Maps,
-    rag: _RagRows | None,
+    rag: RagRows | None,
     rag_field: str | None,
     share: Share = EVERYTHING,
     row_head: bytes = b"",
@@ -253,7 +253,7 @@ def _ranges(starts: Any, lengths: Any) -> Any:
 
 def _rag_output(
     view: memoryview,
-    rag: _RagRows,
+    rag: RagRows,
     rag_field: str | None,
     unit: Any,
     split: Any,
@@ -293,7 +293,7 @@ def write_buckets(
     tmp: Path,
     spill: Spill,
     maps: Maps,
-    rag: _RagRows | None,
+    rag: RagRows | None,
     rag_field: str | None,
     has_rows: list[bool],
     share: Share = EVERYTHING,

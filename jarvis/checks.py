@@ -73,6 +73,15 @@ def no_newlines(text: str) -> tuple[bool, str]:
     return (ok, "" if ok else "contains a line break")
 
 
+def _sections_in_order(text: str, *, required: Sequence[str]) -> bool:
+    # A heading that is nowhere in the text is on none of its lines: most training targets
+    # of a dataset fail here, without splitting the text into lines.
+    for heading in required:
+        if heading not in text:
+            return False
+    return sections(text, required=required)[0]
+
+
 def sections(text: str, *, required: Sequence[str]) -> tuple[bool, str]:
     """Every required section heading appears on a line of its own, in order."""
     lines = [line.strip() for line in text.splitlines()]
@@ -117,6 +126,11 @@ def python_parses(text: str) -> tuple[bool, str]:
     return (True, f"{len(blocks)} block(s)")
 
 
+def _all_parse(text: str) -> bool:
+    blocks = _code_blocks(text)
+    return bool(blocks) and not any(isinstance(_parse(block), str) for block in blocks)
+
+
 def docstring_sections(text: str, *, required: Sequence[str]) -> tuple[bool, str]:
     """A function in the code has a docstring containing every required label."""
     for block in _code_blocks(text):
@@ -147,6 +161,8 @@ _VERDICTS: dict[str, Callable[..., bool]] = {
     "max_words": _within_words,
     "no_newlines": _one_line,
     "non_empty": _has_text,
+    "python_parses": _all_parse,
+    "sections": _sections_in_order,
 }
 
 

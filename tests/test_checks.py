@@ -77,3 +77,29 @@ def test_the_verdict_is_the_checks_pass_or_fail(text: str, limit: int) -> None:
     for name, check in CHECKS.items():
         given_args = args.get(name, {})
         assert verdict(name, given_args)(text) is check(text, **given_args)[0], name
+
+
+_PIECES = ["# a", " # a ", "# b", "x", "\n", "\r\n", " ", "\u2028", "```python\n", "```py \n",
+           "```", "def f():\n", '    """Args: x"""\n', "    return 1\n", "return (\n"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=14),
+    required=st.lists(st.sampled_from(["# a", "# b", " # a", ""]), max_size=3),
+)
+def test_the_verdicts_of_sections_and_code_are_the_checks(
+    pieces: list[str], required: list[str]
+) -> None:
+    # render-dataset scores by verdicts that skip the checks' details (and, for sections,
+    # a heading missing from the whole text): the same pass or fail on texts built of
+    # headings, code fences and code, in and out of order.
+    from jarvis.checks import CHECKS, verdict
+
+    text = "".join(pieces)
+    for name, args in (
+        ("sections", {"required": required}),
+        ("python_parses", {}),
+        ("docstring_sections", {"required": ["Args:"]}),
+    ):
+        assert verdict(name, args)(text) is CHECKS[name](text, **args)[0], (name, text)

@@ -394,6 +394,27 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
     assert methods == [[], ["fork"]]
     # Forked workers write what one process writes.
     assert outs[0] == outs[1] and len(outs[0]) >= 4
+    # The default (no --jobs) on 8 MB, on two CPUs: numpy's BLAS kept on one thread, so the
+    # workers that measurement starts fork too (OpenBLAS's own thread had ruled it out).
+    src.write_text(records(100_000))
+    auto = (
+        "import os, sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "chosen, r.cpus = r._start_method, lambda: 2\n"
+        "def record():\n    method = chosen()\n    print(method, file=sys.stderr)\n"
+        "    return method\n"
+        "r._start_method = record\n"
+        "try:\n    cli(['render-dataset', '--contract', 'reply@1', '--input', sys.argv[1],"
+        " '--out', sys.argv[2], '-q'])\n"
+        "finally:\n    print(os.environ.get('OPENBLAS_NUM_THREADS'), file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in _subprocess_env().items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", auto, str(src), str(tmp_path / "auto")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    *chosen, blas = done.stderr.split()
+    assert blas == "1" and chosen and set(chosen) == {"fork"}
     gate = threading.Event()
     other = threading.Thread(target=gate.wait)
     other.start()

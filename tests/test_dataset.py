@@ -710,6 +710,8 @@ def test_default_jobs_follow_measured_cost(tmp_path: Path, monkeypatch: pytest.M
     from jarvis.dataset.records import Workers
 
     monkeypatch.setattr("jarvis.dataset.records.cpus", lambda: 12)
+    # A worker started with forkserver: this process's start-up (1 s here) plus a spawn.
+    monkeypatch.setattr("jarvis.dataset.records._start_method", lambda: "forkserver")
     contract = load_contract("reply@1")
 
     def workers(jobs: int | None) -> Workers:
@@ -727,6 +729,14 @@ def test_default_jobs_follow_measured_cost(tmp_path: Path, monkeypatch: pytest.M
     auto.busy = auto.cpu = 0.02  # ~1 s left: a worker costs more to start than it saves
     assert auto._want_pool() == 1
     assert workers(3)._want_pool() == 3 and workers(1)._want_pool() == 1
+    # A forked worker inherits what this process loaded: it costs a fork (0.05 s), so the
+    # second of work left that saves 0.9 s pays for it, as does 0.8 s saved of 4.9.
+    monkeypatch.setattr("jarvis.dataset.records._start_method", lambda: "fork")
+    assert auto._want_pool() == 8
+    auto.busy, auto.cpu = 0.1, 1.0
+    assert auto._want_pool() == 8
+    auto.busy = auto.cpu = 0.0005  # 25 ms left: not even a fork pays
+    assert auto._want_pool() == 1
 
 
 def test_a_records_own_tag_counts_for_ratios_and_low_compliance_is_a_warning(

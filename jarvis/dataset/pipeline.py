@@ -26,7 +26,6 @@ from jarvis.dataset.records import (
     pass_one,
     restore_collections,
     start_early,
-    starts_workers,
     stop_pool,
 )
 from jarvis.dataset.retrieval import EXEMPLARS, retrieve_rows
@@ -98,7 +97,8 @@ def render_dataset(
             megabytes, timed here, show the time they would save exceeds what a worker
             costs to start. Workers need the guard in a calling script. The output is
             byte-identical whatever the number.
-        one_thread: where an explicit `jobs` starts workers, set one thread a process
+        one_thread: where workers may start (an explicit `jobs` over more than one task
+            of input, or "auto" on more than one CPU), set one thread a process
             (`records.one_thread_per_process`) before the tokenizer and numpy load, so
             that workers fork with the loaded tokenizer. The CLI's choice: it changes the
             process's environment, which a library leaves to its caller.
@@ -119,7 +119,7 @@ def render_dataset(
     files = _collect_files(recipe, contract)
     size = sum(path.stat().st_size for _, path in files)
     explicit = None if jobs == "auto" else jobs
-    if one_thread and starts_workers(explicit, size):  # before numpy or a tokenizer loads
+    if one_thread and may_start_workers(explicit, size):  # before numpy or a tokenizer loads
         one_thread_per_process()
     data = [s.path for s in recipe.input_specs()]
     reads: list[str | os.PathLike[str]] = [

@@ -312,13 +312,17 @@ def thread_count() -> int:
 
 
 def one_thread_per_process() -> None:
-    """For an explicit `--jobs N` that `starts_workers`, before anything is imported: N
+    """Where workers may start (`may_start_workers`: an explicit `--jobs N` over more than
+    a task of input, or the default on more than one CPU), before anything is imported:
     processes of one thread.
 
     The fast tokenizer's thread pool and numpy's BLAS threads would only oversubscribe the
-    cores N processes fill, and a process still on its one thread after loading its
+    cores the processes fill, and a process still on its one thread after loading its
     tokenizer can fork its workers, which then inherit it instead of loading it again (1.6 s
-    for Qwen2.5 alone, 2.4 s each when two load at once). A value already set is kept.
+    for Qwen2.5 alone, 2.4 s each when two load at once). Nothing here multiplies matrices,
+    yet OpenBLAS starts a thread per core as numpy loads: with it, the default's workers
+    had started with `forkserver`, each importing jarvis again and loading its own
+    tokenizer. A value already set is kept.
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -376,10 +380,12 @@ class Workers:
     starting workers costs it no waiting and `jobs` processes scan in all. `jobs` None
     decides by measurement: the first tasks run here and time the work per input byte
     (wall and CPU); workers start when the time they would save on the input left exceeds
-    what one costs to start (this process's own start-up, measured, plus a spawn).
+    what one costs to start: a fork, where this process can fork (`_start_method`), else
+    this process's own start-up, measured, plus a spawn.
     """
 
     _SPAWN_SECONDS = 0.4  # a forkserver child, with imports, on a slow machine
+    _FORK_SECONDS = 0.05  # a fork of this process: what a worker then costs to start
 
     def __init__(
         self, recipe: Recipe, contract: Contract, scanner: Scanner, spill: Spill,
@@ -415,7 +421,9 @@ class Workers:
         # batch on every core): n processes cannot do better than the cores allow.
         load = max(1.0, self.cpu / self.busy) if self.busy else 1.0
         saved = left * (1 - max(1 / n, load / cores))
-        return n if saved > self.startup + self._SPAWN_SECONDS else 1
+        forks = _start_method() == "fork"  # a forked worker inherits all this one loaded
+        cost = self._FORK_SECONDS if forks else self.startup + self._SPAWN_SECONDS
+        return n if saved > cost else 1
 
     def _start(self, n: int) -> Executor:
         self.count = n

@@ -845,6 +845,65 @@ def test_seen_set_agrees_with_a_python_set() -> None:
     assert all(v in seen for v in rng.sample(sorted(model), 50)) and 5 not in seen
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.lists(st.sampled_from(range(40)), max_size=30), min_size=1, max_size=12),
+    pending=st.sampled_from([1, 3, 1 << 16]),
+)
+def test_group_ids_number_groups_as_a_dict_would(batches: list[list[int]], pending: int) -> None:
+    # Identities that differ only in trailing NUL bytes, which numpy drops from an S16
+    # value given as bytes, must stay apart; merges into the sorted array (`pending`: the
+    # least merged at a time) must not renumber any group.
+    import numpy as np
+
+    from jarvis.dataset import dedup
+
+    pool = [bytes([n % 4, n // 4]) + b"\0" * 14 if n % 5 else bytes([n]) * 16 for n in range(40)]
+    saved = dedup._MIN_PENDING
+    dedup._MIN_PENDING = pending
+    try:
+        groups, model, order = dedup.GroupIds(), {}, []
+        for batch in batches:
+            idents = np.array([pool[n] for n in batch], dtype="S16")
+            ids, new = groups.ids_for(idents)
+            want = [model.setdefault(pool[n], len(model)) for n in batch]
+            fresh = [ident for ident in model if ident not in order]
+            order += fresh
+            assert ids.tolist() == want
+            assert np.array(new, dtype="S16").tolist() == np.array(fresh, dtype="S16").tolist()
+            groups.settle()
+        assert len(groups) == len(model)
+    finally:
+        dedup._MIN_PENDING = saved
+
+
+def test_threads_past_a_merge_of_the_group_ids_split_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 600 threads of 1 to 4 records and records of none, numbered with the group ids merged
+    # every few groups (as a million threads merge): the same files as with no merge, each
+    # thread whole.
+    rng = random.Random(8)
+    records = [reply(i, thread=f"t{rng.randrange(600)}" if i % 7 else None) for i in range(1500)]
+    src = write_jsonl(tmp_path / "in.jsonl", records)
+    render_dataset(recipe(src), tmp_path / "once")
+    monkeypatch.setattr("jarvis.dataset.dedup._MIN_PENDING", 3)
+    monkeypatch.setattr("jarvis.dataset.records.TASK_BYTES", 8192)
+    render_dataset(recipe(src), tmp_path / "merged")
+    once = {p.name: p.read_bytes() for p in (tmp_path / "once").iterdir()}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "merged").iterdir()} == once
+    split_of: dict[str, set[str]] = {}
+    loose = 0
+    for entry in read_rows(tmp_path / "merged" / "records.jsonl"):
+        thread = entry["record"].get("thread")
+        loose += thread is None
+        if thread is not None:
+            split_of.setdefault(thread, set()).add(entry["split"])
+    assert loose == len([r for r in records if "thread" not in r])
+    assert len(split_of) > 500 and all(len(s) == 1 for s in split_of.values())
+    assert {s for (s,) in split_of.values()} == {"train", "valid", "test"}
+
+
 def test_explicit_jobs_start_the_workers_first_and_an_early_error_stops_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,3 +61,69 @@ class SeenSet:
         fresh = np.sort(np.fromiter(self.pending, dtype=np.uint64, count=len(self.pending)))
         self.pending = set()
         self.sorted = np.insert(self.sorted, np.searchsorted(self.sorted, fresh), fresh)
+
+
+class GroupIds:
+    """Group ids, numbered as groups are first met, by each group's 16-byte identity (the
+    head of its key's sha256, `Scanner`): about 20 bytes a group where a dict of names took
+    about 180 (the name, a Python int, the entry) beside a list of keys.
+
+    Settled identities live in a sorted numpy array with their ids beside, looked up a task
+    at a time; new ones wait in a small dict and are merged in as `SeenSet` merges.
+    """
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.np = np
+        self.sorted: Any = np.empty(0, dtype="S16")
+        self.sorted_ids: Any = np.empty(0, dtype=np.int32)
+        # numpy gives an S16 value as bytes without its trailing NULs: the same for every
+        # use here (equal values, equal bytes), padded back when merged.
+        self.pending: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.sorted) + len(self.pending)
+
+    def ids_for(self, idents: Any) -> tuple[Any, list[bytes]]:
+        """Each identity's group id (`idents`: an S16 array in record order), numbering the
+        groups not met before in that order.
+
+        Returns:
+            The ids (int32), and the new groups' identities in id order.
+        """
+        np = self.np
+        ids = np.full(len(idents), -1, dtype=np.int32)
+        found = np.zeros(len(idents), dtype=bool)
+        if len(self.sorted) and len(idents):
+            at = np.searchsorted(self.sorted, idents)
+            at[at == len(self.sorted)] = 0
+            found = self.sorted[at] == idents
+            ids[found] = self.sorted_ids[at[found]]
+        new: list[bytes] = []
+        pending, count = self.pending, len(self)
+        miss = np.flatnonzero(~found)
+        got = []
+        for ident in idents[miss].tolist():
+            gid = pending.get(ident)
+            if gid is None:
+                gid = pending[ident] = count + len(new)
+                new.append(ident)
+            got.append(gid)
+        if got:
+            ids[miss] = got
+        return ids, new
+
+    def settle(self) -> None:
+        """Merge the pending groups into the arrays once they are many."""
+        if len(self.pending) < max(_MIN_PENDING, len(self.sorted) >> 3):
+            return
+        np = self.np
+        fresh = np.array(list(self.pending), dtype="S16")
+        fresh_ids = np.fromiter(self.pending.values(), dtype=np.int32, count=len(self.pending))
+        order = np.argsort(fresh, kind="stable")
+        fresh, fresh_ids = fresh[order], fresh_ids[order]
+        self.pending = {}
+        at = np.searchsorted(self.sorted, fresh)
+        self.sorted = np.insert(self.sorted, at, fresh)
+        self.sorted_ids = np.insert(self.sorted_ids, at, fresh_ids)

@@ -24,7 +24,7 @@ from typing import IO, Any, Generic, TypeVar
 import orjson
 
 from jarvis.contract import Contract, load_contract
-from jarvis.dataset.dedup import SeenSet
+from jarvis.dataset.dedup import GroupIds, SeenSet
 from jarvis.dataset.early import Early
 from jarvis.dataset.recipe import SHOWN_ERRORS, Recipe
 from jarvis.dataset.row import RowRenderer, row_head
@@ -65,8 +65,8 @@ class PassOneState:
     blocked: array[int] = field(default_factory=lambda: array("I"))  # units: RAG block
     seen: SeenSet = field(default_factory=SeenSet)
     ids: SeenSet = field(default_factory=SeenSet)
-    groups: dict[str, int] = field(default_factory=dict)
-    group_keys: list[int] = field(default_factory=list)
+    groups: GroupIds = field(default_factory=GroupIds)
+    group_keys: array[int] = field(default_factory=lambda: array("Q"))  # by group id
     inputs: list[InputStats] = field(default_factory=list)
     rejects: list[str] = field(default_factory=list)
     reject_count: int = 0
@@ -773,6 +773,7 @@ def pass_one(
             progress.update(task.size)
         state.seen.settle()
         state.ids.settle()
+        state.groups.settle()
     for n in range(last_file, len(order)):
         _check_empty(state.inputs, n)
     # Tags met in records were numbered as they came: renumber by name, the order every
@@ -836,13 +837,18 @@ def _keep(
     if out.blocks:
         where = np.flatnonzero(np.isin(kept, as_numpy(out.blocks)))
         state.blocked.frombytes((where + start).astype(np.uint32).tobytes())
-    groups, gid_of, keys = out.groups, state.groups, state.group_keys
-    new_id = gid_of.setdefault
-    members = [groups[i] for i in kept.tolist()]
-    state.group_of.extend([-1 if g is None else new_id(g, len(gid_of)) for g in members])
-    # Groups met for the first time, in id order (a dict keeps insertion order).
-    for name in itertools.islice(gid_of, len(keys), None):
-        keys.append(unit_key(seed, b"group", name.encode()))
+    group_of = np.full(len(kept), -1, dtype=np.int32)
+    if out.grouped:
+        grouped = as_numpy(out.grouped)  # ascending record indices
+        at = np.minimum(np.searchsorted(grouped, kept), len(grouped) - 1)
+        member = grouped[at] == kept
+        idents = np.frombuffer(out.group_idents, dtype="S16")[at[member]]
+        ids, new = state.groups.ids_for(idents)  # numbered in kept order, as first met
+        group_of[member] = ids
+        # A new group's key: the first 8 bytes of its identity, big-endian.
+        heads = np.array(new, dtype="S16").view(">u8")[::2]
+        state.group_keys.frombytes(heads.astype(np.uint64).tobytes())
+    state.group_of.frombytes(group_of.tobytes())
 
 
 def _check_empty(inputs: list[InputStats], n: int) -> None:

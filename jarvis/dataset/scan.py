@@ -15,6 +15,7 @@ import pickle
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,10 @@ class Scanned:
     mask: array[int] = field(default_factory=lambda: array("Q"))  # checks passed
     lines: array[int] = field(default_factory=lambda: array("I"))
     spans: array[int] = field(default_factory=lambda: array("Q"))  # offset << 32 | length
-    groups: list[str | None] = field(default_factory=list)
+    grouped: array[int] = field(default_factory=lambda: array("I"))  # records of a group
+    # Per grouped record, its group's identity: the head of sha256(key prefix + name),
+    # whose first 8 bytes are the group's split ranking key (`splits.unit_key`).
+    group_idents: bytearray = field(default_factory=bytearray)
     tags: dict[int, str] = field(default_factory=dict)  # a record's own first tag
     ids: dict[int, str] = field(default_factory=dict)  # explicit ids
     rejects: dict[int, str] = field(default_factory=dict)  # the reason
@@ -128,6 +132,9 @@ class Scanner:
         # From the recipe: a renderer made before the tokenizer loads (`early`) has none.
         self.count_tokens = recipe.tokenizer is not None and self.retrieved is None
         self.record_prefix = unit_key_prefix(recipe.seed, b"record")
+        self.group_prefix = unit_key_prefix(recipe.seed, b"group")
+        # A task's groups' digests: a thread's records most often come together.
+        self.idents: dict[str, bytes] = {}
         # The shuffle key of copy c is keyed by b"<c>" + digest; the original's by b"\0".
         self.shuffle_prefix = unit_key_prefix(recipe.seed, b"shuffle")
         self.repeat = recipe.repeat
@@ -146,6 +153,7 @@ class Scanner:
         """Every step of `scan` but the token count, which needs no tokenizer here: the
         results have token counts 0, and `pending` the records `count` counts."""
         out = Scanned(task.index)
+        self.idents.clear()
         pending = out.pending
         seq0 = task.index << SEQ_BITS
         own_tags = task.tag == DEFAULT_TAG
@@ -231,7 +239,6 @@ class Scanner:
         out.content.append(0)
         out.key.append(0)
         out.mask.append(0)
-        out.groups.append(None)
 
     def _record(
         self, out: Scanned, i: int, seq: int, value: dict[str, Any], task: Task, own_tags: bool
@@ -285,7 +292,13 @@ class Scanner:
                 text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
                 rid_json = orjson.dumps(rid)
         group = get(self.group_field, None) if self.group_field else None
-        out.groups.append(None if group is None else str(group))
+        if group is not None:
+            name = str(group)
+            ident = self.idents.get(name)
+            if ident is None:
+                ident = self.idents[name] = sha256(self.group_prefix + name.encode()).digest()
+            out.grouped.append(i)
+            out.group_idents += ident[:16]
         if tag is not None:
             out.tags[i] = tag
         if self.block is not None and self.block in text:

@@ -423,3 +423,24 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
     finally:
         gate.set()
         other.join()
+
+
+def test_more_distinct_tags_than_a_run_takes_is_a_clear_input_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A record's tag is 16 bits: 65,536 distinct tags (per-record labels put in `tags`)
+    # were an internal error (OverflowError). The limit is lowered here to stay small; the
+    # input's own tag (default) is one of them.
+    monkeypatch.setattr("jarvis.dataset.records.MAX_TAGS", 3)
+    src = tmp_path / "in.jsonl"
+    lines = [{"messages": [{"sender": "Sam", "text": f"hi {i}"}], "reply": f"yo {i}",
+              "tags": [f"t{i % 5}"]} for i in range(40)]  # fmt: skip
+    src.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    code, _, err = run("--contract", "reply@1", "--input", str(src), "--out", str(tmp_path / "o"))
+    assert code == 5
+    assert err.splitlines()[0] == (
+        f"error: {src}:3: tags[0]: 't2' would be tag 4; a run takes at most 3 distinct tags "
+        "(a tag names a kind of record, as perfect or default: keep per-record labels in "
+        "another field)"
+    )
+    assert not (tmp_path / "o").exists()

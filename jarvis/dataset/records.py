@@ -31,7 +31,7 @@ from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import TASK_BYTES, ParkedScan, Scanned, Scanner, Task, raw_text
 from jarvis.dataset.spill import Spill
 from jarvis.dataset.write import THE_REST, TRAIN_ROWS, Maps, merge_files, write_buckets
-from jarvis.errors import ContractError, DatasetError, JarvisError, TokenizationError
+from jarvis.errors import ContractError, DatasetError, InputError, JarvisError, TokenizationError
 from jarvis.files import sha256_file
 from jarvis.inputs import DEFAULT_TAG, InputSpec, RawRecord, iter_file, plain_lines
 from jarvis.splits import unit_key
@@ -757,6 +757,13 @@ def pass_one(
                 if own_tags and own is not None and own != spec_tag:
                     tag = tag_index.get(own, -1)
                     if tag < 0:
+                        if len(state.tags) == MAX_TAGS:
+                            raise InputError(
+                                f"{task.path}:{lines[i]}: tags[0]: {own!r} would be tag "
+                                f"{MAX_TAGS + 1:,}; a run takes at most {MAX_TAGS:,} distinct "
+                                "tags (a tag names a kind of record, as perfect or default: "
+                                "keep per-record labels in another field)"
+                            )
                         tag = tag_index[own] = len(state.tags)
                         state.tags.append(own)
                 else:
@@ -791,6 +798,8 @@ def pass_one(
     return state
 
 
+# Distinct tags in a run: a record's tag is 16 bits, and the plan keeps 65,535 for "none".
+MAX_TAGS = 65_535
 FAST_COMMIT = True  # tests turn it off to compare with the record-by-record commit
 
 

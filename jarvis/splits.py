@@ -70,9 +70,10 @@ def prefixed_key(prefix: bytes, data: bytes) -> int:
     return int.from_bytes(prefixed_digest(prefix, data), "big")
 
 
-def prefixed_digest(prefix: bytes, data: bytes) -> bytes:
-    """`prefixed_key`'s 8 bytes (its big-endian encoding)."""
-    return hashlib.sha256(prefix + data).digest()[:8]
+def prefixed_digest(prefix: bytes, data: bytes, size: int = 8) -> bytes:
+    """`prefixed_key`'s 8 bytes (its big-endian encoding), or the first `size` bytes of the
+    same sha256 (a group's identity: `dedup.GroupIds`)."""
+    return hashlib.sha256(prefix + data).digest()[:size]
 
 
 def _round(x: float) -> int:

@@ -865,12 +865,13 @@ def test_group_ids_number_groups_as_a_dict_would(batches: list[list[int]], pendi
         groups, model, order = dedup.GroupIds(), {}, []
         for batch in batches:
             idents = np.array([pool[n] for n in batch], dtype="S16")
-            ids, new = groups.ids_for(idents)
+            ids = groups.ids_for(idents)
             want = [model.setdefault(pool[n], len(model)) for n in batch]
             fresh = [ident for ident in model if ident not in order]
             order += fresh
             assert ids.tolist() == want
-            assert np.array(new, dtype="S16").tolist() == np.array(fresh, dtype="S16").tolist()
+            # Each new group's key, by id: its identity's first 8 bytes, big-endian.
+            assert groups.keys.tolist() == [int.from_bytes(ident[:8], "big") for ident in order]
             groups.settle()
         assert len(groups) == len(model)
     finally:

@@ -78,7 +78,7 @@ def test_plan_splits_records_by_their_units(
     state.key_of = array("Q", [k for _, _, k in records])
     state.checks_of = array("Q", [0] * len(records))
     state.tokens_of = array("I", [0] * len(records))
-    state.group_keys = group_keys[: len(order)]
+    state.groups.keys = array("Q", group_keys[: len(order)])
     recipe = Recipe.build(
         contract="reply@1", inputs=["x.jsonl"], train_only=[TAGS[t] for t in forced], split=ratios
     )

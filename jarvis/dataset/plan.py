@@ -52,7 +52,7 @@ def plan_splits(recipe: Recipe, contract: Contract, state: PassOneState) -> Spli
     forced_tags = sorted({state.tags.index(t) for t in recipe.train_only})
     is_forced = np.isin(tag_of, forced_tags).astype(np.uint8)
     # Units: groups first (index = group id), then ungrouped records in input order.
-    ngroups = len(state.group_keys)
+    ngroups = len(state.groups)
     if ngroups:
         grouped = group_of >= 0
         loose = np.flatnonzero(~grouped)
@@ -67,7 +67,7 @@ def plan_splits(recipe: Recipe, contract: Contract, state: PassOneState) -> Spli
         sizes = np.bincount(members, minlength=ngroups).astype(np.uint32)
         del grouped, members
         unit_split = assign(
-            np.concatenate([np.array(state.group_keys, np.uint64), as_numpy(state.key_of)[loose]]),
+            np.concatenate([as_numpy(state.groups.keys), as_numpy(state.key_of)[loose]]),
             np.concatenate([strata, tag_of[loose]]),
             np.concatenate([sizes, np.ones(len(loose), dtype=np.uint32)]),
             np.concatenate([forced, is_forced[loose]]),

@@ -15,7 +15,6 @@ import pickle
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +72,8 @@ class Scanned:
     lines: array[int] = field(default_factory=lambda: array("I"))
     spans: array[int] = field(default_factory=lambda: array("Q"))  # offset << 32 | length
     grouped: array[int] = field(default_factory=lambda: array("I"))  # records of a group
-    # Per grouped record, its group's identity: the head of sha256(key prefix + name),
-    # whose first 8 bytes are the group's split ranking key (`splits.unit_key`).
+    # Per grouped record, its group's identity (`dedup.GroupIds`): 16 bytes of the digest
+    # whose first 8 are the group's split ranking key (`splits.prefixed_digest`).
     group_idents: bytearray = field(default_factory=bytearray)
     tags: dict[int, str] = field(default_factory=dict)  # a record's own first tag
     ids: dict[int, str] = field(default_factory=dict)  # explicit ids
@@ -296,9 +295,9 @@ class Scanner:
             name = str(group)
             ident = self.idents.get(name)
             if ident is None:
-                ident = self.idents[name] = sha256(self.group_prefix + name.encode()).digest()
+                ident = self.idents[name] = prefixed_digest(self.group_prefix, name.encode(), 16)
             out.grouped.append(i)
-            out.group_idents += ident[:16]
+            out.group_idents += ident
         if tag is not None:
             out.tags[i] = tag
         if self.block is not None and self.block in text:

@@ -415,6 +415,12 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     *chosen, blas = done.stderr.split()
     assert blas == "1" and chosen and set(chosen) == {"fork"}
+    # What its forked workers wrote is what one process writes.
+    assert run("--contract", "reply@1", "--input", str(src), "--out", str(tmp_path / "one"),
+               "-q", "--jobs", "1")[0] == 0  # fmt: skip
+    wrote = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir() if p.suffix == ".jsonl"}
+    assert {p.name: p.read_bytes() for p in (tmp_path / "auto").iterdir()
+            if p.suffix == ".jsonl"} == wrote  # fmt: skip
     gate = threading.Event()
     other = threading.Thread(target=gate.wait)
     other.start()

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     n = int(args[0]) if args else int(os.environ.get("JARVIS_BENCH_N", "200000"))
     mem_n = int(args[1]) if len(args) > 1 else int(os.environ.get("JARVIS_BENCH_MEM_N", "1000000"))
     from jarvis.contract import load_contract
-    from jarvis.dataset.records import cpus
+    from jarvis.dataset.workers import cpus
 
     system = load_contract("reply@1").system_prompt
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:

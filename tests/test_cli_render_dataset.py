@@ -301,7 +301,7 @@ def test_with_a_tokenizer_the_cli_loads_it_once_and_its_forked_worker_inherits_i
     # Each tokenizer load and the start method, recorded; the CLI sets one thread a process
     # itself (nothing set here), so it is still on one thread after loading and can fork.
     code = (
-        "import os, sys\nimport jarvis.chat as c\nimport jarvis.dataset.records as r\n"
+        "import os, sys\nimport jarvis.chat as c\nimport jarvis.dataset.workers as r\n"
         "from jarvis.cli import cli\n"
         "load, chosen = c.load_tokenizer, r._start_method\n"
         "def loaded(path):\n    print('load', os.getpid(), file=sys.stderr)\n"
@@ -341,7 +341,7 @@ def test_jobs_on_one_task_of_input_runs_one_process_with_the_tokenizer_threads_l
     # --jobs 2 on a few kilobytes: no worker to start (one task), and the fast tokenizer's
     # threads stay on; on a few megabytes: a worker, and one thread a process.
     code = (
-        "import os, sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "import os, sys\nimport jarvis.dataset.workers as r\nfrom jarvis.cli import cli\n"
         "pool = r._pool\n"
         "def counted(*args):\n    print('pool', file=sys.stderr)\n    return pool(*args)\n"
         "r._pool = counted\n"
@@ -367,13 +367,13 @@ def test_jobs_on_one_task_of_input_runs_one_process_with_the_tokenizer_threads_l
 def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> None:
     import threading
 
-    from jarvis.dataset.records import _start_method
+    from jarvis.dataset.workers import _start_method
 
     src = tmp_path / "in.jsonl"
     src.write_text(records(15_000))  # a few tasks of input
     # The CLI itself, in a fresh process, with the start method it chose recorded.
     code = (
-        "import sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "import sys\nimport jarvis.dataset.workers as r\nfrom jarvis.cli import cli\n"
         "chosen = r._start_method\n"
         "def record():\n    method = chosen()\n    print(method, file=sys.stderr)\n"
         "    return method\n"
@@ -398,7 +398,7 @@ def test_the_cli_forks_its_workers_where_it_runs_one_thread(tmp_path: Path) -> N
     # workers that measurement starts fork too (OpenBLAS's own thread had ruled it out).
     src.write_text(records(100_000))
     auto = (
-        "import os, sys\nimport jarvis.dataset.records as r\nfrom jarvis.cli import cli\n"
+        "import os, sys\nimport jarvis.dataset.workers as r\nfrom jarvis.cli import cli\n"
         "chosen, r.cpus = r._start_method, lambda: 2\n"
         "def record():\n    method = chosen()\n    print(method, file=sys.stderr)\n"
         "    return method\n"

@@ -13,8 +13,9 @@ import pytest
 from jarvis.contract import load_contract
 from jarvis.dataset import Recipe
 from jarvis.dataset.early import Early, _added_tokens, guess_special_tokens
-from jarvis.dataset.records import cpus, input_order
+from jarvis.dataset.records import input_order
 from jarvis.dataset.spill import Spill
+from jarvis.dataset.workers import cpus
 from jarvis.inputs import InputSpec
 from tokenizer_fixture import WORDS, make_tokenizer
 
@@ -110,14 +111,14 @@ def test_it_starts_only_where_it_pays(tmp_path: Path, tiny_model: Path) -> None:
 _SCRIPT = """
 import multiprocessing, sys, time
 import jarvis.dataset.early as e
-import jarvis.dataset.records as r
 import jarvis.dataset.scan as s
+import jarvis.dataset.workers as w
 from jarvis.cli import cli
 
 src, out, jobs, tokenizer, mode = sys.argv[1:6]
-r.TASK_BYTES = 1 << 14
+s.TASK_BYTES = 1 << 14
 guess, ahead, scan_rows, run = (
-    e.guess_special_tokens, r.Workers._count_ahead, s.Scanner.scan_rows, e._run
+    e.guess_special_tokens, w.Workers._count_ahead, s.Scanner.scan_rows, e._run
 )
 told = []  # the early process's [next task, stop] words
 
@@ -154,7 +155,7 @@ def running(*args):
     return run(*args)
 
 s.Scanner.scan_rows, e.guess_special_tokens, e._run = rows, guessed, running
-r.Workers._count_ahead = counted_ahead
+w.Workers._count_ahead = counted_ahead
 cli(["render-dataset", "--contract", "reply@1", "--input", src, "--out", out, "-q",
      *(["--jobs", jobs] if jobs != "auto" else []), "--tokenizer", tokenizer,
      "--max-reject-rate", "0.5"])

@@ -5,9 +5,11 @@ Two streaming passes keep memory bounded, one module per step:
 1. Pass 1. `scan` is the hot loop: one task (a byte range of a JSONL file, or records read
    here) parsed, validated, rendered through the contract's one render path (`row`), token
    counted (`tokens`: the proven shortcuts), checked, hashed and spilled to shuffle buckets
-   (`spill`), in this process or a worker. `records` cuts the inputs into tasks, decides
-   where they run (`Workers`) and commits their compact results in input order: rejects,
-   duplicates (`dedup`), ids, token limits, tags and groups.
+   (`spill`), in this process or a worker. `records` cuts the inputs into tasks and
+   commits their compact results in input order: rejects, duplicates (`dedup`), ids, token
+   limits, tags and groups. `workers` decides where tasks run (`Workers`: here, and worker
+   processes forked or started once measured cost says so) and shares pass 2 with a worker;
+   `early` scans the first tasks while a tokenizer loads.
 2. `plan`: assign splits (`jarvis.splits`), count what each holds, enforce `--min-ratio`
    and `--min-compliant`. `retrieval`, for a contract with `retrieval:`: build the exemplar
    store from the train split and re-render each row with its exemplars.

@@ -10,7 +10,7 @@ files, a guess that `stop` checks against the loaded tokenizer's own (`special_t
 on any difference the early work is dropped, and its tasks are scanned again as if it had
 never run. The tasks it did are then only counted (`Scanner.count`), here or in a worker;
 those before the one it has in hand at `stop` even before `join` has waited for that one
-(`records.Workers`), as counting writes nothing that a failure there would leave behind.
+(`workers.Workers`), as counting writes nothing that a failure there would leave behind.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class Early:
         Returns:
             It, or None where it would not run.
         """
-        from jarvis.dataset.records import thread_count
+        from jarvis.dataset.workers import thread_count
 
         if not workers or recipe.tokenizer is None or recipe.format == "text":
             return None
@@ -223,7 +223,8 @@ def _run(
 ) -> None:  # fmt: skip
     """The early process: scan the tasks of the `plain` JSONL inputs in order until told to
     stop."""
-    from jarvis.dataset.records import InputStats, exit_with_parent, few_collections, file_tasks
+    from jarvis.dataset.records import InputStats, file_tasks
+    from jarvis.dataset.workers import exit_with_parent, few_collections
 
     exit_with_parent()
     few_collections()

@@ -16,22 +16,20 @@ from jarvis.dataset.early import Early
 from jarvis.dataset.manifest import build_manifest, manifest_bytes
 from jarvis.dataset.plan import enforce_composition, plan_splits, share_of
 from jarvis.dataset.recipe import MANIFEST, REJECTS, Recipe
-from jarvis.dataset.records import (
-    PassOneState,
-    Workers,
-    few_collections,
-    input_order,
-    may_start_workers,
-    one_thread_per_process,
-    pass_one,
-    restore_collections,
-    start_early,
-    stop_pool,
-)
+from jarvis.dataset.records import PassOneState, input_order, pass_one
 from jarvis.dataset.retrieval import EXEMPLARS, retrieve_rows
 from jarvis.dataset.row import RowRenderer, row_head
 from jarvis.dataset.scan import Scanner
 from jarvis.dataset.spill import Spill, bucket_count
+from jarvis.dataset.workers import (
+    Workers,
+    few_collections,
+    may_start_workers,
+    one_thread_per_process,
+    restore_collections,
+    start_early,
+    stop_pool,
+)
 from jarvis.dataset.write import Maps, write_buckets
 from jarvis.errors import (
     InputError,
@@ -99,7 +97,7 @@ def render_dataset(
             byte-identical whatever the number.
         one_thread: where workers may start (an explicit `jobs` over more than one task
             of input, or "auto" on more than one CPU), set one thread a process
-            (`records.one_thread_per_process`) before the tokenizer and numpy load, so
+            (`workers.one_thread_per_process`) before the tokenizer and numpy load, so
             that workers fork with the loaded tokenizer. The CLI's choice: it changes the
             process's environment, which a library leaves to its caller.
 

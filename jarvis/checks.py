@@ -126,11 +126,6 @@ def python_parses(text: str) -> tuple[bool, str]:
     return (True, f"{len(blocks)} block(s)")
 
 
-def _all_parse(text: str) -> bool:
-    blocks = _code_blocks(text)
-    return bool(blocks) and not any(isinstance(_parse(block), str) for block in blocks)
-
-
 def docstring_sections(text: str, *, required: Sequence[str]) -> tuple[bool, str]:
     """A function in the code has a docstring containing every required label."""
     for block in _code_blocks(text):
@@ -161,7 +156,6 @@ _VERDICTS: dict[str, Callable[..., bool]] = {
     "max_words": _within_words,
     "no_newlines": _one_line,
     "non_empty": _has_text,
-    "python_parses": _all_parse,
     "sections": _sections_in_order,
 }
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from jarvis import build_prompt, build_simple_reply_prompt, load_contract
 from jarvis.cli import cli
-from jarvis.dataset import Recipe, render_dataset
+from jarvis.dataset import Recipe, load_manifest, render_dataset
 from jarvis.errors import ContractMismatchError, RecordError
 from jarvis.rag.store import ExemplarStore, StoredExemplar, add_to_store
 from jarvis.verify import verify_dataset
@@ -28,10 +28,6 @@ REPLY2 = load_contract("reply@2")
 def _render(out: Path, inputs: list[str], **options: Any) -> dict[str, Any]:
     recipe = Recipe(contract="reply@2", inputs=inputs, **options)
     return render_dataset(recipe, out)
-
-
-def build_manifest(folder: Path) -> dict[str, Any]:
-    return dict(json.loads((folder / "manifest.json").read_text()))
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -149,7 +145,7 @@ def test_verify_re_retrieves_and_fails_on_a_changed_store(
     # The manifest edited to match the grown store: the foreign exemplar is still caught.
     from jarvis.files import sha256_file
 
-    manifest = build_manifest(copy)
+    manifest = load_manifest(copy)
     with ExemplarStore(copy / "exemplars.sqlite") as store:
         manifest["retrieval"]["fingerprint"] = store.fingerprint
     manifest["files"]["exemplars.sqlite"]["sha256"] = sha256_file(copy / "exemplars.sqlite")
@@ -172,8 +168,8 @@ def test_diff_reports_exemplar_changes(rag_dataset: Path, tmp_path: Path) -> Non
     [line] = [x for x in result.stdout.splitlines() if x.startswith("# exemplars: ")]
     changed = int(line.split()[2])
     assert 0 < changed < 127
-    assert line.endswith(f"{small}: {build_manifest(small)['retrieval']['exemplars']} exemplars "
-                         f"({build_manifest(small)['retrieval']['fingerprint'][:12]})")  # fmt: skip
+    assert line.endswith(f"{small}: {load_manifest(small)['retrieval']['exemplars']} exemplars "
+                         f"({load_manifest(small)['retrieval']['fingerprint'][:12]})")  # fmt: skip
     assert "exemplars (" in result.stdout.splitlines()[-1]
 
 
@@ -265,7 +261,7 @@ def test_caller_rag_blocks_in_every_training_row_warn_when_a_prompt_lacks_one(
     block = [{"message": "you up?", "reply": "ya"}]
     records = [{**r, "retrieved": block} for r in REPLY_RECORDS]
     data = write_dataset(tmp_path / "data", records)
-    assert build_manifest(data)["rag"] == {
+    assert load_manifest(data)["rag"] == {
         "field": "retrieved", "rows_with_block": {"test": 1.0, "train": 1.0, "valid": 1.0},
     }  # fmt: skip
     adapter = train_tiny(data, tiny_model, tmp_path / "adapter", 2)

@@ -117,7 +117,9 @@ def render_dataset(
     files = _collect_files(recipe, contract)
     size = sum(path.stat().st_size for _, path in files)
     explicit = None if jobs == "auto" else jobs
-    if one_thread and may_start_workers(explicit, size):  # before numpy or a tokenizer loads
+    # Where workers may start, and so share the counting of what the early process scans.
+    shared = may_start_workers(explicit, size)
+    if one_thread and shared:  # before numpy or a tokenizer loads
         one_thread_per_process()
     data = [s.path for s in recipe.input_specs()]
     reads: list[str | os.PathLike[str]] = [
@@ -127,8 +129,6 @@ def render_dataset(
     with atomic_dir(Path(out), kind="dataset", force=force, inputs=reads, data=data) as tmp:
         head = row_head(contract, recipe.format)
         spill = Spill(tmp / ".spill", bucket_count(size), row_head=head)
-        # Where workers may share the counting of what the early process scans.
-        shared = may_start_workers(explicit, size)
         early = Early.start(recipe, contract, input_order(files), spill, shared)
         pool = None
         gc_settings = None

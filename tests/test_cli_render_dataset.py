@@ -100,6 +100,27 @@ def test_option_errors(tmp_path: Path) -> None:
     assert code == 2 and "--contract is required" in err
 
 
+def test_jobs_takes_a_number_or_auto_the_default(tmp_path: Path) -> None:
+    data = tmp_path / "x.jsonl"
+    data.write_text(records(100))
+    base = ["--contract", "reply@1", "--input", str(data), "-q"]
+    outs = []
+    for jobs in (["--jobs", "auto"], ["-j", "AUTO"], [], ["--jobs", "1"], ["--jobs", "3"]):
+        out = tmp_path / f"o{len(outs)}"
+        code, _, err = run(*base, "--out", str(out), *jobs)
+        assert (code, err) == (0, "")
+        outs.append({p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".jsonl"})
+    assert len(outs[0]) >= 4 and all(o == outs[0] for o in outs)
+    for bad in ("0", "-1", "2.5", "two", ""):
+        code, _, err = run(*base, "--out", str(tmp_path / "bad"), "--jobs", bad)
+        assert code == 2
+        assert err.splitlines()[-1] == (
+            f"Error: Invalid value for '--jobs' / '-j': {bad!r} is neither auto nor a whole "
+            "number of at least 1."
+        )
+        assert not (tmp_path / "bad").exists()
+
+
 def test_recipe_file_with_cli_override(tmp_path: Path) -> None:
     (tmp_path / "x.jsonl").write_text(records(100))
     (tmp_path / "recipe.yaml").write_text(

@@ -9,6 +9,7 @@ import click
 from jarvis.cli.common import (
     SEED,
     Finite,
+    Jobs,
     get_root,
     root_option,
 )
@@ -74,10 +75,10 @@ from jarvis.cli.common import (
 @click.option(
     "--jobs",
     "-j",
-    type=click.IntRange(min=1),
-    help="Processes doing the work, this one included (default: one per CPU, at most 8, "
-    "once the first megabytes show the input is big enough to pay for them; 1 MB of input "
-    "or less always runs in one). The output is byte-identical whatever the number.",
+    type=Jobs(),
+    help="Processes doing the work, this one included, or auto (the default): one per CPU, "
+    "at most 8, once the first megabytes show the input is big enough to pay for them; 1 MB "
+    "of input or less always runs in one. The output is byte-identical whatever the number.",
 )
 @click.option(
     "--quiet",

@@ -258,10 +258,12 @@ def _ratio_text(ratio: tuple[float, float, float]) -> str:
     return f"{mid:.2f}x (rounds {lo:.2f}-{hi:.2f})"
 
 
-def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...]) -> None:
+def tokenizer_anchor(
+    base: Path, n: int, system: str, pair_sizes: tuple[int, ...], few: Path
+) -> None:
     """jarvis with a real tokenizer against the HF loop, then 2 processes against 1 at each
     of `pair_sizes` (the fixed part, start-up and two tokenizer loads, weighs less as the
-    input grows)."""
+    input grows; `few`: a run of a few records times it)."""
     path, name = _tokenizer(base)
     src = base / "tok.jsonl"
     make_input(src, n, seed=2)
@@ -279,8 +281,6 @@ def tokenizer_anchor(base: Path, n: int, system: str, pair_sizes: tuple[int, ...
     print(f"  {'HF apply_chat_template(tokenize=True) loop':43s} {hf:7.1f} us/record")
     print(f"  {'render-dataset --jobs 1':43s} {one:7.1f} us/record")
     print(f"  ratio: {_ratio_text(runs.ratio('one', 'hf'))} (goal <= 0.5x)")
-    few = base / "tok-few.jsonl"
-    make_input(few, 200, seed=4)  # enough for every split to form a batch
     for size in pair_sizes:
         pair = src if size == n else base / f"tok{size}.jsonl"
         if pair != src:
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  bound: {_floor_text(runs, 'cli1', 'both', 'start')}")
         print(f"ratio, CLI default / baseline: {_ratio_text(runs.ratio('auto', 'base'))}")
         tok_n = min(n, 60000)
-        tokenizer_anchor(base, tok_n, system, tuple(sorted({tok_n, min(n, 150000)})))
+        tokenizer_anchor(base, tok_n, system, tuple(sorted({tok_n, min(n, 150000)})), few)
         if mem_n:
             big = base / "big.jsonl"
             make_input(big, mem_n, seed=1)

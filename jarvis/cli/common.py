@@ -30,6 +30,9 @@ class Finite(click.FloatRange):
         return number
 
 
+_PROCESSES = click.IntRange(min=1)
+
+
 class Jobs(click.ParamType):  # type: ignore[type-arg, unused-ignore]  # generic from click 8.2
     """`--jobs`: a whole number of processes, at least 1, or `auto` (the default), as
     `render_dataset(jobs=)` takes them."""
@@ -37,14 +40,12 @@ class Jobs(click.ParamType):  # type: ignore[type-arg, unused-ignore]  # generic
     name = "jobs"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        text = str(value).strip()
-        if text.lower() == "auto":
+        if isinstance(value, str) and value.strip().lower() == "auto":
             return "auto"
-        if text.isascii() and text.isdigit() and int(text) >= 1:
-            return int(text)
-        self.fail(f"{value!r} is neither auto nor a whole number of at least 1.", param, ctx)
+        try:
+            return _PROCESSES.convert(value, param, ctx)
+        except click.BadParameter:
+            self.fail(f"{value!r} is neither auto nor a whole number of at least 1.", param, ctx)
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "N|auto"
